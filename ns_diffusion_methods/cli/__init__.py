@@ -1,0 +1,1 @@
+"""Command-line tools: ``ns-diffusion`` (one subcommand per task) and ``ns-diffusion-synth``."""

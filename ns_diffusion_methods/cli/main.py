@@ -1,0 +1,75 @@
+"""``ns-diffusion``: the package's commands, one subcommand each.
+
+Each subcommand is a tyro dataclass with a ``main()`` method, imported only when it is run so that ``--help`` and
+every other command stay fast. A method-specific command (``sample``, ``inpaint``) takes the method name as a second
+word: ``ns-diffusion sample ssdnerf --load-config CONFIG``.
+
+To add a command, add one line to :data:`COMMANDS`: ``"name": ("module.path", "ClassName", "one-line help")``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from rich.console import Console
+
+#: command -> (module, dataclass with a main() method, help). Nested commands use "outer inner".
+COMMANDS: Dict[str, Tuple[str, str, str]] = {
+    "benchmark": ("ns_diffusion_methods.benchmark.runner", "BenchmarkCommand",
+                  "Run a benchmark defined in configs/benchmarks/ and write JSON, Markdown and a plot."),
+}
+
+CONSOLE = Console(stderr=True)
+
+
+def _usage() -> str:
+    lines = ["usage: ns-diffusion COMMAND [--help] [ARGS...]", "", "commands:"]
+    width = max(len(name) for name in COMMANDS)
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, _, help_) in sorted(COMMANDS.items())]
+    return "\n".join(lines)
+
+
+def _resolve(argv: List[str]) -> Tuple[Optional[str], List[str]]:
+    """The longest command name that prefixes ``argv`` (``sample ssdnerf`` before ``sample``), and the rest."""
+    for n in (2, 1):
+        name = " ".join(argv[:n])
+        if len(argv) >= n and name in COMMANDS:
+            return name, argv[n:]
+    return None, argv
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Dispatch to a subcommand; returns the process exit code."""
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = _resolve(argv)
+    if name is None:
+        nested = sorted(n for n in COMMANDS if n.split(" ")[0] == argv[0])
+        if nested:
+            CONSOLE.print(f"[red]`ns-diffusion {argv[0]}` needs a method: one of "
+                          f"{', '.join(n.split(' ', 1)[1] for n in nested)}.[/red]")
+        else:
+            CONSOLE.print(f"[red]Unknown command `{argv[0]}`.[/red]\n{_usage()}")
+        return 2
+    module_name, class_name, help_ = COMMANDS[name]
+    command_cls = getattr(importlib.import_module(module_name), class_name)
+    command = tyro.cli(command_cls, args=rest, prog=f"ns-diffusion {name}", description=help_)
+    result = command.main()
+    return int(result) if isinstance(result, int) else 0
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    from ns_diffusion_methods.errors import UserFacingError
+
+    try:
+        sys.exit(main())
+    except UserFacingError as err:
+        CONSOLE.print(f"[bold red]Error:[/bold red] {err}")
+        sys.exit(1)

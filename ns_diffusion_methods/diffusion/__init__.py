@@ -1,0 +1,1 @@
+"""Shared diffusion building blocks: resolving published weights, tiny models for tests and CPU runs."""

@@ -1,0 +1,11 @@
+"""Dataparser entry points (group ``nerfstudio.dataparser_configs``).
+
+nerfstudio loads these while its own ``base_datamanager`` module is half-imported, so this module (and every module
+it imports) may import only ``nerfstudio.data.dataparsers.*``, ``nerfstudio.data.scene_box``, ``nerfstudio.cameras.*``,
+``nerfstudio.plugins.registry_dataparser`` and this package's import-light modules: never trainers, pipelines,
+datamanagers or models.
+"""
+
+from __future__ import annotations
+
+from nerfstudio.plugins.registry_dataparser import DataParserSpecification  # noqa: F401

@@ -1,24 +1,20 @@
-"""Train, evaluate and render any registered nerfstudio method in-process, through nerfstudio's own entry points.
+"""Test-side helpers around :mod:`ns_diffusion_methods.benchmark.nerfstudio_runs` (nerfstudio's real entry points).
 
-``train`` parses its arguments exactly as ``ns-train`` does (tyro over nerfstudio's method union, plugins included)
-and runs ``nerfstudio.scripts.train.main``; ``evaluate`` and ``render_dataset`` run the ``ns-eval`` and
-``ns-render dataset`` commands' classes. Defaults keep runs CPU-friendly and free of viewers and network access.
+``train`` runs ``ns-train`` in-process with CPU-friendly defaults; ``evaluate`` runs ``ns-eval``; ``render_dataset``
+runs ``ns-render dataset``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-#: flags every test run gets: CPU, no viewer, no wandb, a fixed run folder name
-BASE_FLAGS: List[str] = [
-    "--machine.device-type", "cpu",
-    "--mixed-precision", "False",
-    "--vis", "tensorboard",
-    "--viewer.quit-on-train-completion", "True",
-    "--timestamp", "run",
-]
+from ns_diffusion_methods.benchmark.nerfstudio_runs import eval_run, latest_checkpoint, render_run, train_run
+
+__all__ = ["BASE_FLAGS", "SMALL_NERFACTO_FLAGS", "evaluate", "latest_checkpoint", "render_dataset", "train"]
+
+#: flags every test run gets: CPU, no mixed precision (train_run adds no viewer, no wandb, run folder "run")
+BASE_FLAGS: List[str] = ["--machine.device-type", "cpu", "--mixed-precision", "False"]
 
 #: a small stock nerfacto (torch implementation): about 0.1-0.2 s per iteration on 2 cores
 SMALL_NERFACTO_FLAGS: List[str] = [
@@ -35,58 +31,20 @@ SMALL_NERFACTO_FLAGS: List[str] = [
 ]
 
 
-def train(
-    method: str,
-    data: Path,
-    output_dir: Path,
-    flags: Sequence[str] = (),
-    dataparser: Sequence[str] = (),
-    max_num_iterations: Optional[int] = None,
-) -> Path:
-    """Run ``ns-train METHOD [BASE_FLAGS] [flags] --data DATA [dataparser...]``; returns the run's ``config.yml``.
-
-    Args:
-        method: a registered method name (stock or plugin).
-        data: the capture folder (``--data``).
-        output_dir: ``--output-dir``.
-        flags: extra ``ns-train`` flags, after :data:`BASE_FLAGS` (later flags win).
-        dataparser: the dataparser subcommand and its flags, e.g. ``["nerfstudio-data", "--eval-mode", "filename"]``.
-        max_num_iterations: shortcut for ``--max-num-iterations``.
-    """
-    import tyro
-    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
-    from nerfstudio.scripts.train import main
-
-    args = [method, *BASE_FLAGS, "--output-dir", str(output_dir), "--data", str(data), *flags]
-    if max_num_iterations is not None:
-        args += ["--max-num-iterations", str(max_num_iterations)]
-    args += list(dataparser)
-    config = tyro.cli(AnnotatedBaseConfigUnion, args=args)
-    main(config)
-    return config.get_base_dir() / "config.yml"
+def train(method: str, data: Path, output_dir: Path, flags: Sequence[str] = (), dataparser: Sequence[str] = (),
+          max_num_iterations: Optional[int] = None) -> Path:
+    """``ns-train METHOD [BASE_FLAGS] [flags] --data DATA [dataparser...]``; returns the run's ``config.yml``."""
+    extra = [] if max_num_iterations is None else ["--max-num-iterations", str(max_num_iterations)]
+    config_path, _ = train_run(method, data, output_dir, [*BASE_FLAGS, *flags, *extra], dataparser)
+    return config_path
 
 
 def evaluate(config_path: Path, output_path: Optional[Path] = None, render_output_path: Optional[Path] = None) -> Dict:
-    """Run ``ns-eval --load-config CONFIG``; returns the JSON it wrote."""
-    from nerfstudio.scripts.eval import ComputePSNR
-
-    output_path = output_path or config_path.parent / "eval.json"
-    ComputePSNR(load_config=config_path, output_path=output_path, render_output_path=render_output_path).main()
-    return json.loads(output_path.read_text())
+    """``ns-eval --load-config CONFIG``; returns the JSON it wrote."""
+    return eval_run(config_path, output_path, render_output_path)
 
 
 def render_dataset(config_path: Path, output_path: Path, split: str = "test",
                    outputs: Sequence[str] = ("rgb",)) -> List[Path]:
-    """Run ``ns-render dataset --load-config CONFIG``; returns the image files it wrote."""
-    from nerfstudio.scripts.render import DatasetRender
-
-    DatasetRender(load_config=config_path, output_path=output_path, split=split,
-                  rendered_output_names=list(outputs)).main()
-    return sorted(p for p in output_path.rglob("*") if p.suffix in (".png", ".jpg", ".jpeg"))
-
-
-def latest_checkpoint(config_path: Path) -> Path:
-    """The newest ``step-*.ckpt`` of a run."""
-    checkpoints = sorted((config_path.parent / "nerfstudio_models").glob("step-*.ckpt"))
-    assert checkpoints, f"no checkpoint in {config_path.parent / 'nerfstudio_models'}"
-    return checkpoints[-1]
+    """``ns-render dataset --load-config CONFIG``; returns the image files it wrote."""
+    return render_run(config_path, output_path, split, outputs)

@@ -1,0 +1,74 @@
+"""Train, evaluate and render any registered nerfstudio method in-process, through nerfstudio's own entry points.
+
+:func:`train_run` parses its arguments exactly as ``ns-train`` does (tyro over nerfstudio's method union, this
+package's methods included) and runs ``nerfstudio.scripts.train.main``; :func:`eval_run` and :func:`render_run` run the
+classes behind ``ns-eval`` and ``ns-render dataset``. Benchmarks and the test suite use these, so what they measure is
+what a user's ``ns-train``/``ns-eval`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+#: flags for unattended runs: no viewer waiting after training, no wandb, a fixed run folder name
+UNATTENDED_FLAGS: List[str] = [
+    "--vis", "tensorboard",
+    "--viewer.quit-on-train-completion", "True",
+    "--timestamp", "run",
+]
+
+
+def train_run(method: str, data: Path, output_dir: Path, flags: Sequence[str] = (),
+              dataparser: Sequence[str] = ()) -> Tuple[Path, float]:
+    """Run ``ns-train METHOD [UNATTENDED_FLAGS] --output-dir OUT --data DATA [flags] [dataparser...]``.
+
+    Args:
+        method: a registered method name (stock or plugin).
+        data: the capture folder (``--data``).
+        output_dir: ``--output-dir``.
+        flags: further ``ns-train`` flags (later flags win).
+        dataparser: the dataparser subcommand and its flags, e.g. ``["nerfstudio-data", "--eval-mode", "filename"]``.
+
+    Returns:
+        The run's ``config.yml`` and the training wall time in seconds.
+    """
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+    from nerfstudio.scripts.train import main
+
+    args = [method, *UNATTENDED_FLAGS, "--output-dir", str(output_dir), "--data", str(data), *flags, *dataparser]
+    config = tyro.cli(AnnotatedBaseConfigUnion, args=args)
+    start = time.perf_counter()
+    main(config)
+    return config.get_base_dir() / "config.yml", time.perf_counter() - start
+
+
+def eval_run(config_path: Path, output_path: Optional[Path] = None,
+             render_output_path: Optional[Path] = None) -> Dict:
+    """Run ``ns-eval --load-config CONFIG``; returns the JSON it wrote (``results`` holds the metrics)."""
+    from nerfstudio.scripts.eval import ComputePSNR
+
+    output_path = output_path or config_path.parent / "eval.json"
+    ComputePSNR(load_config=config_path, output_path=output_path, render_output_path=render_output_path).main()
+    return json.loads(output_path.read_text())
+
+
+def render_run(config_path: Path, output_path: Path, split: str = "test",
+               outputs: Sequence[str] = ("rgb",)) -> List[Path]:
+    """Run ``ns-render dataset --load-config CONFIG``; returns the image files it wrote."""
+    from nerfstudio.scripts.render import DatasetRender
+
+    DatasetRender(load_config=config_path, output_path=output_path, split=split,
+                  rendered_output_names=list(outputs)).main()
+    return sorted(p for p in output_path.rglob("*") if p.suffix in (".png", ".jpg", ".jpeg"))
+
+
+def latest_checkpoint(config_path: Path) -> Path:
+    """The newest ``step-*.ckpt`` of a run."""
+    checkpoints = sorted((config_path.parent / "nerfstudio_models").glob("step-*.ckpt"))
+    if not checkpoints:
+        raise FileNotFoundError(f"no checkpoint in {config_path.parent / 'nerfstudio_models'}")
+    return checkpoints[-1]

@@ -9,3 +9,7 @@ datamanagers or models.
 from __future__ import annotations
 
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification  # noqa: F401
+
+from ns_diffusion_methods.data.srn_dataparser import SRNDataParserConfig  # noqa: E402
+
+srn_dataparser = DataParserSpecification(config=SRNDataParserConfig(), description="Multi-object data in the SRN layout (train/test object folders with rgb/, pose/ (OpenCV c2w), intrinsics.txt), for ssdnerf and renderdiffusion.")

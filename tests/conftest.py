@@ -41,8 +41,8 @@ SCENE_NUM_VIEWS = 12
 
 @pytest.fixture(scope="session")
 def torch_hub_dir() -> Path:
-    """The (initially empty) torch hub cache the tests use; a test may put weights in ``checkpoints/``."""
-    return Path(_HUB)
+    """The (initially empty) torch hub folder the tests use; a test may put weights in its ``checkpoints/``."""
+    return Path(torch.hub.get_dir())
 
 
 @pytest.fixture(scope="session")

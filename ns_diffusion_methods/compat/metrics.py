@@ -7,8 +7,10 @@ provide the weights, and :func:`drop_unavailable` removes it from every result n
 in-training evaluation). A metric is never replaced by a made-up number. When the weights are present (a filled torch
 hub cache, or internet access), the real metric is used unchanged.
 
-:func:`install` applies this to stock nerfstudio models (their module-level ``LearnedPerceptualImagePatchSimilarity``
-name is rebound, nothing else) and to nerfstudio's pipelines (results are filtered).
+:func:`install` applies this to stock nerfstudio models and to nerfstudio's pipelines (results are filtered).
+nerfstudio's models import ``torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity`` inside their
+``populate_modules``, so the only place to reach them is that name: it is rebound to :func:`lpips_metric`, which
+returns the genuine torchmetrics metric whenever its weights can be obtained.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Dict, Tuple
 import torch
 from torch import nn
 
-from ns_diffusion_methods.compat.import_hooks import when_any_imported, when_imported
+from ns_diffusion_methods.compat.import_hooks import when_imported
 
 #: metric key -> why it is unavailable and how to provide its weights
 UNAVAILABLE: Dict[str, str] = {}
@@ -92,12 +94,15 @@ def lpips_metric(*args: Any, net_type: str = "alex", normalize: bool = False, **
 
     Same arguments as the torchmetrics class (nerfstudio calls it with ``normalize=True``).
     """
-    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+    import torchmetrics.image.lpip  # noqa: F401  (its import hook records the genuine class)
 
     try:
-        return LearnedPerceptualImagePatchSimilarity(*args, net_type=net_type, normalize=normalize, **kwargs)
+        return _TORCHMETRICS_LPIPS(*args, net_type=net_type, normalize=normalize, **kwargs)
     except WEIGHT_ERRORS as err:
         return mark_unavailable("lpips", f"{lpips_weights_hint(net_type)} [{type(err).__name__}: {err}]")
+
+
+_TORCHMETRICS_LPIPS: Any = None  # the genuine class, set by _patch_torchmetrics
 
 
 def is_unavailable_value(key: str, value: Any) -> bool:
@@ -118,10 +123,15 @@ def drop_unavailable(metrics: Dict[str, Any]) -> Dict[str, Any]:
     return metrics
 
 
-def _rebind_lpips(module: ModuleType) -> None:
-    """Give a nerfstudio model module the offline-safe LPIPS under the name it imported."""
-    if getattr(module, "LearnedPerceptualImagePatchSimilarity", None) is not None:
-        module.LearnedPerceptualImagePatchSimilarity = lpips_metric  # type: ignore[attr-defined]
+def _patch_torchmetrics(module: ModuleType) -> None:
+    """Rebind ``LearnedPerceptualImagePatchSimilarity`` in torchmetrics' image modules to :func:`lpips_metric`."""
+    global _TORCHMETRICS_LPIPS
+    current = getattr(module, "LearnedPerceptualImagePatchSimilarity", None)
+    if current is None or current is lpips_metric:
+        return
+    if _TORCHMETRICS_LPIPS is None:
+        _TORCHMETRICS_LPIPS = current
+    module.LearnedPerceptualImagePatchSimilarity = lpips_metric  # type: ignore[attr-defined]
 
 
 def _filter_pipeline_results(module: ModuleType) -> None:
@@ -155,5 +165,6 @@ def _filter_pipeline_results(module: ModuleType) -> None:
 
 def install() -> None:
     """Apply the offline-metric fixes to nerfstudio modules, now or when they are imported."""
-    when_any_imported("nerfstudio.models.", _rebind_lpips)
+    when_imported("torchmetrics.image.lpip", _patch_torchmetrics)
+    when_imported("torchmetrics.image", _patch_torchmetrics)
     when_imported("nerfstudio.pipelines.base_pipeline", _filter_pipeline_results)

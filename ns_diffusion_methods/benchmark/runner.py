@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 import yaml
 from rich.console import Console
+from tyro.conf import Positional
 
 from ns_diffusion_methods.errors import UserFacingError
 
@@ -276,7 +277,7 @@ def _parse_override(text: str) -> Tuple[str, Any]:
 class BenchmarkCommand:
     """Run a benchmark of configs/benchmarks/ and write results.json, results.md and a plot."""
 
-    name: str
+    name: Positional[str]
     """Benchmark name (a file configs/benchmarks/NAME.yaml) or a path to a definition file."""
     output: Optional[Path] = None
     """Output folder. Default: benchmark-results/NAME."""

@@ -73,3 +73,7 @@ def entrypoint() -> None:
     except UserFacingError as err:
         CONSOLE.print(f"[bold red]Error:[/bold red] {err}")
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,70 @@
+"""The benchmark runner: definitions are checked, rows become JSON, Markdown and a plot; bad names fail clearly."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ns_diffusion_methods.benchmark.runner import load_definition, markdown_table, run_benchmark
+from ns_diffusion_methods.errors import UserFacingError
+
+
+def rows_for_test(spec, output_dir, console):
+    """A `python` benchmark entry: squares of the params, so the report can be checked by hand."""
+    return [{"name": f"n{n}", "value": float(n * n) * spec["params"]["scale"]} for n in spec["params"]["numbers"]]
+
+
+def _write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_python_benchmark_writes_json_markdown_and_plot(tmp_path):
+    definition = _write(tmp_path / "squares.yaml", """
+        name: squares
+        description: squares of numbers
+        kind: python
+        entry: test_runner:rows_for_test
+        params: {numbers: [1, 2, 3], scale: 1.0}
+        columns: [name, value]
+        plot: {x: name, y: value}
+    """)
+    paths = run_benchmark(str(definition), tmp_path / "out", overrides={"scale": 2.0})
+    report = json.loads(paths["json"].read_text())
+    assert [r["value"] for r in report["rows"]] == [2.0, 8.0, 18.0]
+    assert report["environment"]["versions"]["nerfstudio"] == "1.1.5"
+    markdown = paths["markdown"].read_text()
+    assert "| n3 | 18 |" in markdown and "Device:" in markdown
+    assert paths["plot"].stat().st_size > 0
+
+
+def test_definitions_are_checked(tmp_path):
+    bad_kind = _write(tmp_path / "a.yaml", "name: a\ndescription: x\nkind: nope\n")
+    with pytest.raises(UserFacingError, match="kind"):
+        load_definition(bad_kind)
+    no_entries = _write(tmp_path / "b.yaml", "name: b\ndescription: x\nkind: train-eval\ncapture: {kind: objects}\n")
+    with pytest.raises(UserFacingError, match="entries"):
+        load_definition(no_entries)
+
+
+def test_every_shipped_definition_loads():
+    from ns_diffusion_methods.benchmark.runner import available_benchmarks, find_definition
+
+    names = available_benchmarks()
+    assert "nerfacto-baseline" in names
+    for name in names:
+        load_definition(find_definition(name))
+
+
+def test_markdown_table_formats_missing_values():
+    assert markdown_table([{"a": 1.23456, "b": None}], ["a", "b", "c"]).splitlines()[-1] == "| 1.235 |  |  |"
+
+
+def test_unknown_benchmark_is_a_clear_error_without_traceback():
+    result = subprocess.run([sys.executable, "-m", "ns_diffusion_methods.cli.main", "benchmark", "no-such-benchmark"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "No benchmark named `no-such-benchmark`" in result.stderr and "nerfacto-baseline" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,259 @@
+"""A diffusers inpainting latent diffusion model (SD-2-inpainting layout) with an explicit DDIM loop.
+
+The denoising loop is written out here (rather than calling ``StableDiffusionInpaintPipeline``) so that the partial
+DDIM of MALD-NeRF's iterative dataset update is explicit (reference §1.7):
+
+1. resize the images to the inference size (longer side = ``config.resolution``, sides rounded to a multiple the
+   UNet accepts);
+2. conditioning: the masked image (masked pixels set to 0 in [-1, 1]) encoded by the VAE, and the mask resized to
+   the latent grid; the UNet input is ``cat([latents (4), mask (1), masked-image latents (4)])``, 9 channels;
+3. start latents: pure noise (``start_timestep=None``), or the VAE latents of ``source`` (the current NeRF render)
+   noised with ``scheduler.add_noise`` to the first kept DDIM timestep;
+4. DDIM with the scheduler's ``set_timesteps(num_inference_steps)`` grid, keeping only the timesteps
+   ``<= start_timestep`` (no change to ``num_train_timesteps``, unlike nerfiller's annealing hack);
+5. classifier-free guidance on the text prompt (embeddings computed once and cached);
+6. decode, resize back, and keep the original pixels outside the mask exactly.
+
+.. note::
+    When ``start_timestep`` is not on the DDIM grid, the render is noised to the largest grid timestep below it,
+    which is the noise level the first kept denoising step expects. With ``start_timestep`` below the whole grid, the
+    smallest grid timestep is used (one step).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ns_diffusion_methods.errors import UserFacingError
+from ns_diffusion_methods.inpainters.base import Inpainter, InpainterConfig, check_inputs, composite
+
+#: files and folders of a diffusers inpainting model folder that the inpainter loads
+REQUIRED_LAYOUT: List[str] = [
+    "model_index.json",
+    "unet/config.json",
+    "vae/config.json",
+    "text_encoder/config.json",
+    "tokenizer",
+    "scheduler/scheduler_config.json",
+]
+#: the CLI flag that names the inpainting model (in error messages)
+MODEL_FLAG = "--pipeline.inpainter.model"
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``config.dtype`` as a torch dtype: 'auto' = float16 on CUDA, float32 elsewhere."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def partial_timesteps(timesteps: Tensor, start_timestep: Optional[int]) -> Tensor:
+    """The DDIM grid ``timesteps`` (descending) restricted to the steps ``<= start_timestep`` (all for None).
+
+    When no grid step is ``<= start_timestep``, the smallest one is kept, so at least one step runs.
+    """
+    if start_timestep is None:
+        return timesteps
+    kept = timesteps[timesteps <= int(start_timestep)]
+    return kept if len(kept) > 0 else timesteps[-1:]
+
+
+class LatentInpainter(Inpainter):
+    """Inpainting LDM (VAE, 9-channel UNet, CLIP text encoder, DDIM) with full and partial DDIM inpainting.
+
+    Built from already-loaded components; :meth:`from_pretrained` loads them from a Hub id or folder.
+    """
+
+    uses_diffusion = True
+    customizable = True
+
+    def __init__(self, config: InpainterConfig, *, vae: Any, unet: Any, text_encoder: Any, tokenizer: Any,
+                 scheduler: Any, device: Union[str, torch.device] = "cpu") -> None:
+        from diffusers import DDIMScheduler
+
+        if unet.config.in_channels != 2 * vae.config.latent_channels + 1:
+            raise UserFacingError(
+                f"The UNet of `{config.model}` takes {unet.config.in_channels} input channels; an inpainting UNet "
+                f"takes {2 * vae.config.latent_channels + 1} (latents, mask, masked-image latents). Use an inpainting "
+                f"model such as stabilityai/stable-diffusion-2-inpainting with {MODEL_FLAG}.")
+        if config.num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be >= 1, but got {config.num_inference_steps}.")
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        if not isinstance(scheduler, DDIMScheduler):
+            scheduler = DDIMScheduler.from_config(scheduler.config)
+        self.scheduler = scheduler
+        self.tokenizer = tokenizer
+        self.vae = _place(vae, self.device, self.dtype)
+        self.text_encoder = _place(text_encoder, self.device, self.dtype)
+        self.unet = _place(unet, self.device, self.dtype)
+        if config.lora_path is not None:
+            from ns_diffusion_methods.inpainters.lora import load_lora
+
+            load_lora(self.unet, config.lora_path)
+            self.unet = _place(self.unet, self.device, self.dtype)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        # the UNet halves the latent grid once per down block except the last
+        self.size_multiple = self.vae_scale_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+        self._embeddings: Dict[str, Tensor] = {}
+        self._generator = torch.Generator("cpu").manual_seed(config.seed)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, config: InpainterConfig, device: Union[str, torch.device] = "cpu") -> "LatentInpainter":
+        """Load the components of ``config.model`` (Hub id or folder) via ``resolve_pretrained``."""
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        from ns_diffusion_methods.diffusion.hub import resolve_pretrained
+
+        folder = resolve_pretrained(
+            config.model, required=REQUIRED_LAYOUT, flag=MODEL_FLAG,
+            allow_patterns=["model_index.json", "unet/*.json", "unet/*.safetensors", "vae/*.json",
+                            "vae/*.safetensors", "text_encoder/*.json", "text_encoder/*.safetensors", "tokenizer/*",
+                            "scheduler/*"])
+        device = torch.device(device)
+        dtype = resolve_dtype(config.dtype, device)
+        return cls(
+            config,
+            vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype),
+            unet=UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype),
+            text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype),
+            tokenizer=CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            scheduler=DDIMScheduler.from_pretrained(folder, subfolder="scheduler"),
+            device=device,
+        )
+
+    @property
+    def num_train_timesteps(self) -> int:
+        """T of the scheduler (1000 for Stable Diffusion)."""
+        return int(self.scheduler.config.num_train_timesteps)
+
+    # ------------------------------------------------------------------ pieces shared with customisation
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> Tensor:
+        """Text embeddings ``[1, L, D]`` of ``prompt``, computed once and cached."""
+        if prompt not in self._embeddings:
+            tokens = self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                    truncation=True, return_tensors="pt")
+            self._embeddings[prompt] = self.text_encoder(tokens.input_ids.to(self.device))[0]
+        return self._embeddings[prompt]
+
+    def inference_size(self, height: int, width: int) -> Tuple[int, int]:
+        """The size images are inpainted at: longer side ``config.resolution``, sides multiples of the UNet's."""
+        scale = self.config.resolution / max(height, width)
+        m = self.size_multiple
+        return max(m, int(round(height * scale / m)) * m), max(m, int(round(width * scale / m)) * m)
+
+    def encode_images(self, images: Tensor, sample: bool = False, generator: Optional[torch.Generator] = None
+                      ) -> Tensor:
+        """VAE latents (scaled) of ``images`` ``[B, 3, h, w]`` in [-1, 1]: the posterior mean, or a sample."""
+        dist = self.vae.encode(images.to(self.dtype)).latent_dist
+        latents = dist.sample(generator) if sample else dist.mode()
+        return latents * self.vae.config.scaling_factor
+
+    def conditioning(self, images: Tensor, masks: Tensor) -> Tuple[Tensor, Tensor]:
+        """The UNet's inpainting conditioning at inference size.
+
+        Args:
+            images: ``[B, 3, h, w]`` in [-1, 1].
+            masks: ``[B, 1, h, w]`` bool, True = to fill.
+
+        Returns:
+            ``(latent_masks [B, 1, h/f, w/f], masked_image_latents [B, C, h/f, w/f])``.
+        """
+        masked = images * (~masks).to(images.dtype)  # masked pixels become 0 (mid grey)
+        masked_latents = self.encode_images(masked)
+        latent_masks = F.interpolate(masks.to(self.dtype), size=masked_latents.shape[-2:], mode="nearest")
+        return latent_masks, masked_latents
+
+    def predict_noise(self, latents: Tensor, timestep: Tensor, latent_masks: Tensor, masked_latents: Tensor,
+                      embeddings: Tensor) -> Tensor:
+        """UNet output for the 9-channel input ``cat([latents, mask, masked-image latents])``."""
+        model_input = torch.cat([latents, latent_masks, masked_latents], dim=1).to(self.dtype)
+        return self.unet(model_input, timestep, encoder_hidden_states=embeddings.to(self.dtype)).sample
+
+    # ------------------------------------------------------------------ inpainting
+    @torch.no_grad()
+    def inpaint(
+        self,
+        images: Tensor,
+        masks: Tensor,
+        start_timestep: Optional[int] = None,
+        source: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tensor:
+        """Full (from noise) or partial (from ``source`` noised to ``start_timestep``) DDIM inpainting."""
+        check_inputs(images, masks, start_timestep, source, self.num_train_timesteps)
+        generator = self._generator if generator is None else generator
+        size = self.config.batch_size
+        filled = [
+            self._inpaint_batch(images[i:i + size], masks[i:i + size], start_timestep,
+                                None if source is None else source[i:i + size], generator)
+            for i in range(0, images.shape[0], size)
+        ]
+        return composite(images, torch.cat(filled).to(images.device), masks)
+
+    def _inpaint_batch(self, images: Tensor, masks: Tensor, start_timestep: Optional[int], source: Optional[Tensor],
+                       generator: torch.Generator) -> Tensor:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        batch, _, height, width = images.shape
+        # 1. resize to the inference size; a mask pixel partly covering the hole counts as hole
+        size = self.inference_size(height, width)
+        pixels = _resize(images.to(self.device).float(), size) * 2 - 1
+        hole = F.interpolate(masks.to(self.device).float(), size=size, mode="area") > 1e-3
+        # 2. conditioning and text embeddings (classifier-free guidance doubles the batch)
+        latent_masks, masked_latents = self.conditioning(pixels, hole)
+        guided = self.config.guidance_scale > 1.0
+        text = self.encode_prompt(self.config.prompt).expand(batch, -1, -1)
+        if guided:
+            uncond = self.encode_prompt(self.config.negative_prompt).expand(batch, -1, -1)
+            embeddings = torch.cat([uncond, text])
+            latent_masks, masked_latents = torch.cat([latent_masks] * 2), torch.cat([masked_latents] * 2)
+        else:
+            embeddings = text
+        # 3-4. start latents and the (partial) DDIM grid
+        self.scheduler.set_timesteps(self.config.num_inference_steps, device=self.device)
+        timesteps = partial_timesteps(self.scheduler.timesteps, start_timestep)
+        shape = (batch, self.vae.config.latent_channels, *masked_latents.shape[-2:])
+        noise = randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
+        if start_timestep is None:
+            latents = noise * self.scheduler.init_noise_sigma
+        else:
+            source_latents = self.encode_images(_resize(source.to(self.device).float(), size) * 2 - 1).float()
+            latents = self.scheduler.add_noise(source_latents, noise, timesteps[:1].repeat(batch))
+        # 5. denoise
+        for t in timesteps:
+            model_input = torch.cat([latents] * 2) if guided else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            noise_pred = self.predict_noise(model_input, t, latent_masks, masked_latents, embeddings).float()
+            if guided:
+                uncond_pred, text_pred = noise_pred.chunk(2)
+                noise_pred = uncond_pred + self.config.guidance_scale * (text_pred - uncond_pred)
+            latents = self.scheduler.step(noise_pred, t, latents, eta=0.0, generator=generator).prev_sample
+        # 6. decode and resize back
+        decoded = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype)).sample.float()
+        return _resize((decoded.clamp(-1, 1) + 1) / 2, (height, width)).clamp(0, 1)
+
+
+def _place(module: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """``module`` frozen in eval mode on ``device`` in ``dtype`` (cast only when needed: diffusers warns on casts)."""
+    module = module.to(device)
+    if any(p.dtype != dtype for p in module.parameters()):
+        module = module.to(dtype=dtype)
+    return module.eval().requires_grad_(False)
+
+
+def _resize(images: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear (antialiased when shrinking) resize of ``[B, C, h, w]`` to ``size``; identity when equal."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    shrinking = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrinking)
+

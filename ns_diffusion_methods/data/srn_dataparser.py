@@ -10,7 +10,8 @@ Layout (one folder per object, see :mod:`ns_diffusion_methods.data.srn` for the 
 What it produces, per split (``train`` reads the training objects, ``val`` and ``test`` the held-out objects):
 
 - one nerfstudio camera per image, converted to nerfstudio's OpenGL convention (rotation columns 1 and 2 negated) and
-  normalised like SSDNeRF's loader: translations divided by ``radius`` (0.5), so SRN objects fill [-1, 1]^3;
+  normalised like SSDNeRF's loader: translations divided by ``radius`` (0.5 for SRN data; 1 for the synthetic
+  ``objects`` data, which is written in box units), so the objects fill [-1, 1]^3;
 - ``metadata["object_indices"]`` (object of each image), ``metadata["view_indices"]`` (its view number inside the
   object), ``metadata["object_names"]``, ``metadata["num_objects"]``;
 - for the held-out split, ``metadata["input_views"]``: for 1 and 2 input views, the views of each object that serve
@@ -28,7 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Type
+from typing import Dict, List, Optional, Sequence, Tuple, Type
+
+import json
 
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
@@ -71,8 +74,10 @@ class SRNDataParserConfig(DataParserConfig):
     """Folder of the training objects (used for nerfstudio's ``train`` split)."""
     eval_split: str = "test"
     """Folder of the held-out objects (used for nerfstudio's ``val`` and ``test`` splits)."""
-    radius: float = 0.5
-    """Camera translations are divided by this (SSDNeRF: 0.5), so the objects fill the [-1, 1]^3 scene box."""
+    radius: Optional[float] = None
+    """Camera translations are divided by this, so the objects fill the [-1, 1]^3 scene box. None: SSDNeRF's 0.5 for
+    SRN data, or 1.0 for datasets written by ``ns-diffusion-synth objects`` (their ``meta.json`` says so), which are
+    already in box units (cameras at distance 2.6, like SRN cars after scaling)."""
     center: Tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Subtracted from camera translations before scaling (the objects' centre in the dataset's units)."""
     scene_bound: float = 1.0
@@ -101,6 +106,22 @@ class SRNDataParser(DataParser):
         name = self.config.train_split if split == "train" else self.config.eval_split
         return Path(self.config.data) / name
 
+    def radius(self) -> float:
+        """The normalisation radius: the configured one, else 1.0 for ``ns-diffusion-synth`` data, else 0.5."""
+        if self.config.radius is not None:
+            if self.config.radius <= 0:
+                raise DataError(f"`radius` must be > 0, but is {self.config.radius}. Set --radius (SRN data: 0.5).")
+            return float(self.config.radius)
+        meta = Path(self.config.data) / "meta.json"
+        if meta.is_file():
+            try:
+                generator = json.loads(meta.read_text(encoding="utf-8")).get("generator")
+            except (ValueError, AttributeError):
+                generator = None
+            if generator == "ns-diffusion-synth":
+                return 1.0
+        return 0.5
+
     def images(self, split: str) -> torch.Tensor:
         """The images of ``split`` read by the last :meth:`get_dataparser_outputs` call: ``uint8 [N, H, W, 3]``."""
         if split not in self._images:
@@ -110,9 +131,8 @@ class SRNDataParser(DataParser):
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         from ns_diffusion_methods.data.srn import read_srn_split
 
-        if self.config.radius <= 0:
-            raise DataError(f"`radius` must be > 0, but is {self.config.radius}. Set --radius (SSDNeRF uses 0.5).")
         root = Path(self.config.data)
+        radius = self.radius()
         folder = self.split_folder(split)
         if not folder.is_dir():
             found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -146,14 +166,14 @@ class SRNDataParser(DataParser):
 
         c2w = torch.cat(c2ws)  # [N, 4, 4], OpenGL (the reader converts from SRN's OpenCV)
         center = torch.tensor(self.config.center, dtype=torch.float32)
-        scale = 1.0 / self.config.radius
+        scale = 1.0 / radius
         c2w = c2w.clone()
         c2w[:, :3, 3] = (c2w[:, :3, 3] - center) * scale
         bound = self.config.scene_bound
         inside = (c2w[:, :3, 3].abs() <= bound).all(dim=-1)
         if inside.any():
             first = int(torch.nonzero(inside)[0])
-            raise DataError(f"After normalisation (translation - {tuple(self.config.center)}) / {self.config.radius}, "
+            raise DataError(f"After normalisation (translation - {tuple(self.config.center)}) / {radius}, "
                             f"{int(inside.sum())} cameras of {folder} lie inside the scene box [-{bound}, {bound}]^3 "
                             f"(first: {filenames[first]}). Set --radius so that the objects, not the cameras, fill "
                             f"the box (SRN data uses 0.5).")

@@ -17,8 +17,14 @@ from rich.console import Console
 
 #: command -> (module, dataclass with a main() method, help). Nested commands use "outer inner".
 COMMANDS: Dict[str, Tuple[str, str, str]] = {
+    "sample renderdiffusion": ("ns_diffusion_methods.methods.renderdiffusion.commands", "SampleCommand",
+                               "Generate objects with a trained RenderDiffusion run and write turntables."),
+    "inpaint renderdiffusion": ("ns_diffusion_methods.methods.renderdiffusion.commands", "InpaintCommand",
+                                "3D-aware RePaint inpainting of an image with a trained RenderDiffusion run."),
     "benchmark": ("ns_diffusion_methods.benchmark.runner", "BenchmarkCommand",
                   "Run a benchmark defined in configs/benchmarks/ and write JSON, Markdown and a plot."),
+    "customize": ("ns_diffusion_methods.inpainters.customization", "CustomizeCommand",
+                  "LoRA-customise an inpainting LDM on a capture with object masks (MALD-NeRF; cached)."),
 }
 
 CONSOLE = Console(stderr=True)

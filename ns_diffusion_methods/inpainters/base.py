@@ -28,7 +28,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Type, Union
+from typing import Any, Literal, Optional, Tuple, Type, Union
 
 import torch
 from nerfstudio.configs.base_config import InstantiateConfig
@@ -121,6 +121,36 @@ def build_inpainter(config: "InpainterConfig", device: Union[str, torch.device] 
 
 
 @dataclass
+class CustomizationConfig:
+    """Scene customisation of an inpainting LDM: LoRA fine-tuning on the scene's own training images (reference §1.6).
+
+    MALD-NeRF's values are unpublished; the defaults are nerfiller's LoRA "dreambooth" settings [REC].
+    """
+
+    steps: int = 1000
+    """Optimisation steps (nerfiller: 1000 [REC])."""
+    learning_rate: float = 1e-3
+    """AdamW learning rate of the LoRA weights (nerfiller: 1e-3 [REC])."""
+    rank: int = 4
+    """LoRA rank on the UNet attention projections to_q/to_k/to_v/to_out.0 (nerfiller: 4 [REC])."""
+    alpha: float = 4.0
+    """LoRA alpha; the adapter's scale is alpha / rank (1 by default)."""
+    batch_size: int = 4
+    """Crops per step (nerfiller uses 8 at 512 px; 4 fits a 24 GB GPU in float16)."""
+    resolution: int = 512
+    """Side of the square training crops: images are resized so their shorter side is this, then randomly
+    cropped (SD-2-inpainting trains at 512)."""
+    max_rectangles: int = 5
+    """Each crop gets 1 to this many random rectangles as its inpainting mask."""
+    rectangle_size: Tuple[float, float] = (0.1, 0.5)
+    """Range of a rectangle's side as a fraction of the crop side (uniform)."""
+    mask_everything_probability: float = 0.25
+    """Probability that a crop is masked entirely (generation from text alone; nerfiller: 0.25)."""
+    seed: int = 0
+    """Seed of crops, rectangles, timesteps and noise."""
+
+
+@dataclass
 class InpainterConfig(InstantiateConfig):
     """Which inpainter fills the object region, and its sampling settings. ``setup(device=...)`` builds it."""
 
@@ -153,3 +183,5 @@ class InpainterConfig(InstantiateConfig):
     """OpenCV algorithm: 'telea' (fast marching) or 'ns' (Navier-Stokes). Only for model='opencv'."""
     opencv_radius: int = 5
     """Neighbourhood radius in pixels of the OpenCV algorithm. Only for model='opencv'."""
+    customization: CustomizationConfig = field(default_factory=CustomizationConfig)
+    """Scene customisation (LoRA fine-tuning before training; `ns-diffusion customize`). Not for 'opencv'."""

@@ -75,7 +75,8 @@ class TriplaneMLPDecoder(nn.Module):
         Args:
             planes: ``[B, 3, C, R, R]`` activated triplanes.
             xyz: ``[B, M, 3]`` points in the box [-1, 1]^3.
-            directions: ``[B, M, 3]`` unit viewing directions.
+            directions: ``[B, M, 3]`` unit viewing directions per point, or ``[B, N, 3]`` per ray when the M points are
+                N rays x S consecutive samples (cheaper: encoded once per ray).
 
         Returns:
             ``density [B, M]`` (>= 0) and ``rgb [B, M, 3]``.
@@ -83,11 +84,30 @@ class TriplaneMLPDecoder(nn.Module):
         features = sample_triplane(planes, xyz, reduce=self.reduce)  # [B, M, 3C]
         h = self.base(features)
         density = trunc_exp(self.density(nn.functional.silu(h))).squeeze(-1)
+        B, M, _ = xyz.shape
+        N = directions.shape[1]
+        assert M % N == 0, (xyz.shape, directions.shape)
         sh = components_from_spherical_harmonics(self.sh_degree, directions).to(h.dtype)
-        rgb = torch.sigmoid(self.color(nn.functional.silu(h + self.direction(sh))))
+        # Per-ray directions ([B, N, 3] with M = N * S consecutive samples per ray) are encoded once per ray.
+        dir_feat = self.direction(sh)[:, :, None, :]  # [B, N, 1, hidden]
+        h = (h.reshape(B, N, M // N, -1) + dir_feat).reshape(B, M, -1)
+        rgb = torch.sigmoid(self.color(nn.functional.silu(h)))
         rgb = rgb * (1 + 2 * self.sigmoid_saturation) - self.sigmoid_saturation
         return density, rgb
 
-    def bind(self, planes: Tensor):
+    def bind(self, planes: Tensor) -> "BoundTriplaneField":
         """The field ``(xyz, directions) -> (density, rgb)`` of ``planes``, for :class:`BoxVolumeRenderer`."""
-        return lambda xyz, directions: self(planes, xyz, directions)
+        return BoundTriplaneField(self, planes)
+
+
+class BoundTriplaneField:
+    """A decoder with its planes: a renderer field that accepts per-ray directions (``accepts_ray_directions``)."""
+
+    accepts_ray_directions = True
+
+    def __init__(self, decoder: TriplaneMLPDecoder, planes: Tensor):
+        self.decoder = decoder
+        self.planes = planes
+
+    def __call__(self, xyz: Tensor, directions: Tensor) -> Tuple[Tensor, Tensor]:
+        return self.decoder(self.planes, xyz, directions)

@@ -7,7 +7,9 @@ same field is queried twice, NeRF-style, the first time without gradients). That
 not the method.
 
 A *field* is any callable ``field(xyz [B, M, 3], directions [B, M, 3]) -> (density [B, M], rgb [B, M, 3])``, batched
-over B objects; e.g. a triplane decoder with its planes bound (:class:`ns_diffusion_methods.triplane.decoder`).
+over B objects; e.g. a triplane decoder with its planes bound (:class:`ns_diffusion_methods.triplane.decoder`). The M
+points are N rays x S consecutive samples; a field with ``accepts_ray_directions = True`` receives the directions once
+per ray (``[B, N, 3]``) instead.
 """
 
 from __future__ import annotations
@@ -188,8 +190,11 @@ class BoxVolumeRenderer(nn.Module):
     def _query(field: Field, origins: Tensor, dirs: Tensor, t: Tensor) -> Tuple[Tensor, Tensor]:
         B, N, S = t.shape
         xyz = origins[:, :, None, :] + dirs[:, :, None, :] * t[..., None]  # [B, N, S, 3]
-        view = dirs[:, :, None, :].expand(B, N, S, 3)
-        density, rgb = field(xyz.reshape(B, N * S, 3), view.reshape(B, N * S, 3))
+        if getattr(field, "accepts_ray_directions", False):
+            view = dirs  # [B, N, 3]: the field broadcasts each ray's direction over its S samples
+        else:
+            view = dirs[:, :, None, :].expand(B, N, S, 3).reshape(B, N * S, 3)
+        density, rgb = field(xyz.reshape(B, N * S, 3), view)
         return density.reshape(B, N, S), rgb.reshape(B, N, S, 3)
 
     @torch.no_grad()

@@ -17,6 +17,8 @@ from rich.console import Console
 
 #: command -> (module, dataclass with a main() method, help). Nested commands use "outer inner".
 COMMANDS: Dict[str, Tuple[str, str, str]] = {
+    "sample ssdnerf": ("ns_diffusion_methods.methods.ssdnerf.sample", "SampleSSDNeRF",
+                       "Generate objects with a trained SSDNeRF run (DDIM) and write turntables."),
     "sample renderdiffusion": ("ns_diffusion_methods.methods.renderdiffusion.commands", "SampleCommand",
                                "Generate objects with a trained RenderDiffusion run and write turntables."),
     "inpaint renderdiffusion": ("ns_diffusion_methods.methods.renderdiffusion.commands", "InpaintCommand",

@@ -1,0 +1,225 @@
+"""The SSDNeRF pipeline: Algorithm 1 per training iteration, and the reconstruction protocol as ``ns-eval``.
+
+- :meth:`SSDNeRFPipeline.train_step` runs one outer iteration of single-stage training (called by
+  :class:`ns_diffusion_methods.methods.ssdnerf.trainer.SSDNeRFTrainer`, which replaces nerfstudio's single
+  backward/step with it).
+- :meth:`SSDNeRFPipeline.get_average_eval_image_metrics` (what ``ns-eval`` calls) reconstructs every held-out object
+  from 1 and from 2 input views (guided sampling, then fine-tuning) and scores all other views; the JSON results hold
+  ``psnr_1v``, ``ssim_1v``, ``lpips_1v`` (where available), their ``_std``, and the same for ``2v``.
+- The viewer gets a "Training object" slider choosing the object it renders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+from nerfstudio.engine.optimizers import Optimizers
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.viewer.viewer_elements import ViewerSlider
+from torch.cuda.amp.grad_scaler import GradScaler
+
+from ns_diffusion_methods.compat.metrics import drop_unavailable
+from ns_diffusion_methods.data.multi_object import MultiObjectDataManager, MultiObjectDataManagerConfig
+from ns_diffusion_methods.errors import DataError, UserFacingError
+from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModel, SSDNeRFModelConfig
+from ns_diffusion_methods.methods.ssdnerf.reconstruction import (ReconstructionSettings, evaluate_reconstruction,
+                                                                 render_views)
+from ns_diffusion_methods.methods.ssdnerf.training import RayBatch, inner_steps_at, single_stage_step
+
+
+@dataclass
+class SSDNeRFPipelineConfig(VanillaPipelineConfig):
+    """Single-stage training (Algorithm 1) and the reconstruction protocol (defaults: the paper's SRN cars model)."""
+
+    _target: Type = field(default_factory=lambda: SSDNeRFPipeline)
+    datamanager: MultiObjectDataManagerConfig = field(default_factory=lambda: MultiObjectDataManagerConfig(
+        mode="rays", objects_per_batch=16, rays_per_object=4096))
+    """Batches of B objects x R rays (paper: 16 x 4096)."""
+    model: SSDNeRFModelConfig = field(default_factory=SSDNeRFModelConfig)
+    """Codes, decoder, diffusion prior."""
+    inner_steps: Tuple[int, ...] = (16, 4)
+    """K_in, the code steps per outer iteration, per training phase (paper: 16, then 4)."""
+    inner_steps_milestones: Tuple[int, ...] = (2000,)
+    """Iterations at which K_in moves to the next value of ``inner_steps`` (paper: 2k)."""
+    code_lr: float = 1e-2
+    """Learning rate of the per-object code Adams (paper recons: 1e-2)."""
+    code_betas: Tuple[float, float] = (0.9, 0.999)
+    """Adam betas of the codes."""
+
+    eval_num_input_views: Tuple[int, ...] = (1, 2)
+    """Settings of the reconstruction protocol: numbers of input views (1-view and 2-view)."""
+    eval_init: Literal["guided", "unguided", "mean"] = "guided"
+    """Test-time code initialisation: guided DDIM (paper), unguided DDIM, or the mean training code (ablations)."""
+    eval_finetune: Literal["prior", "render", "none"] = "prior"
+    """Test-time fine-tuning: with the diffusion prior (paper), rendering loss only, or none (ablations)."""
+    eval_ddim_steps: int = 75
+    """DDIM steps of guided sampling (paper: 75)."""
+    guidance_gain: float = 3.2
+    """lambda_gd per ray: the guidance scale is gain x rays per step (paper cars: 3.2 x 2^14; chairs 0.4 x 2^14)."""
+    eval_rays_per_step: int = 2**14
+    """Rays per object rendered at each guidance / fine-tuning step (paper: 2^14)."""
+    langevin_steps: int = 0
+    """Langevin corrector steps per DDIM step (paper: 0 cars, 5 chairs)."""
+    langevin_delta: float = 0.4
+    """Langevin step size delta (paper chairs: 0.4)."""
+    finetune_outer_steps: Tuple[int, ...] = (25, 50)
+    """K_out of fine-tuning for 1, 2 (, ...) input views; the last value serves larger settings (paper: 25, 50)."""
+    finetune_inner_steps: int = 4
+    """K_in of fine-tuning (paper: 4)."""
+    finetune_lr: Tuple[float, ...] = (5e-3, 1e-2)
+    """Fine-tuning learning rate for 1, 2 (, ...) input views (paper: 5e-3, 1e-2)."""
+    finetune_lr_gamma: float = 0.998
+    """Exponential decay of the fine-tuning learning rate per inner step (paper: 0.998)."""
+    finetune_prior_weight: float = 1.0
+    """c'_diff, the diffusion-loss weight during fine-tuning (paper: 1)."""
+    eval_batch_size: int = 8
+    """Held-out objects reconstructed together."""
+    eval_max_objects: int = -1
+    """Reconstruct only the first N held-out objects (-1: all)."""
+    eval_seed: int = 0
+    """Seed of the test-time noise and ray order."""
+    eval_lpips: bool = True
+    """Score LPIPS (VGG) where its weights are available."""
+
+
+class SSDNeRFPipeline(VanillaPipeline):
+    """See the module docstring."""
+
+    config: SSDNeRFPipelineConfig
+    datamanager: MultiObjectDataManager
+    _model: SSDNeRFModel
+
+    def __init__(self, config: SSDNeRFPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
+                 world_size: int = 1, local_rank: int = 0, grad_scaler: Optional[GradScaler] = None):
+        if world_size > 1:
+            raise UserFacingError(f"ssdnerf trains in a single process (the per-object codes and their Adam states "
+                                  f"live outside DDP), but world size is {world_size}. Use --machine.num-devices 1.")
+        if config.datamanager.mode != "rays":
+            raise UserFacingError("ssdnerf needs `--pipeline.datamanager.mode rays` (batches of objects x rays).")
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        num_objects = self.model.num_objects
+        self.viewer_object = ViewerSlider(name="Training object", default_value=0, min_value=0,
+                                          max_value=max(num_objects - 1, 1), step=1, cb_hook=self._show_object,
+                                          hint="Which training object the viewer renders.")
+        self._eval_image_count = 0
+
+    @property
+    def model(self) -> SSDNeRFModel:
+        return self._model
+
+    def _show_object(self, element: ViewerSlider) -> None:
+        self.model.active_object = int(element.value)
+        self.model.display_code = None
+
+    # ------------------------------------------------------------------ training
+    def get_train_loss_dict(self, step: int):
+        raise UserFacingError("ssdnerf trains with its own trainer (Algorithm 1 steps several optimisers per "
+                              "iteration); run it through `ns-train ssdnerf`, whose config sets "
+                              "_target=SSDNeRFTrainer.")
+
+    def train_step(self, step: int, optimizers: Optimizers) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """One outer iteration of Algorithm 1 on the next batch of objects; updates the EMAs."""
+        cfg = self.config
+        first_rays, first_batch = self.datamanager.next_train(step)
+        objects = first_batch["object_indices"]
+
+        def ray_batches(k: int) -> RayBatch:
+            if k == 0:
+                return RayBatch.from_datamanager(first_rays, first_batch)
+            rays, batch = self.datamanager.sample_rays(objects, self.datamanager.config.rays_per_object)
+            return RayBatch.from_datamanager(rays, batch)
+
+        k_in = inner_steps_at(step, cfg.inner_steps, cfg.inner_steps_milestones)
+        freeze_after = self.model.config.freeze_norm_after
+        losses, metrics = single_stage_step(
+            self.model, objects, ray_batches, k_in, cfg.code_lr,
+            diffusion_optimizer=optimizers.optimizers["diffusion"], decoder_optimizer=optimizers.optimizers["decoder"],
+            code_betas=cfg.code_betas, update_norm=freeze_after < 0 or step < freeze_after)
+        metrics["ema_beta"] = torch.tensor(self.model.update_ema(step, len(objects)))
+        return losses, metrics
+
+    # ------------------------------------------------------------------ evaluation during training
+    @torch.no_grad()
+    def get_eval_loss_dict(self, step: int):
+        """Rendering loss of random rays of training objects (EMA decoder, no gradients)."""
+        self.eval()
+        objects = self.datamanager.next_objects()
+        rays, batch = self.datamanager.sample_rays(objects, self.datamanager.config.rays_per_object)
+        ray_batch = RayBatch.from_datamanager(rays, batch)
+        code = self.model.activate(self.model.codes_pre[objects.to(self.model.codes_pre.device)])
+        out = self.model.render_rays(code, ray_batch.origins, ray_batch.directions, decoder=self.model.eval_decoder)
+        loss = self.model.rendering_loss(out["rgb"], ray_batch.target, ray_batch.num_views).mean()
+        mse = (out["rgb"] - ray_batch.target).square().mean()
+        self.train()
+        return out, {"rendering_loss": loss}, {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
+
+    @torch.no_grad()
+    def get_eval_image_metrics_and_images(self, step: int):
+        """A full view of a training object rendered from its code (cycling through objects and views)."""
+        self.eval()
+        obj = self._eval_image_count % self.model.num_objects
+        views = self.datamanager.train_object(obj)
+        view = (self._eval_image_count // self.model.num_objects) % views.images.shape[0]
+        self._eval_image_count += 1
+        code = self.model.activate(self.model.codes_pre[obj])
+        render = render_views(self.model, code, views.cameras[view:view + 1])[0]
+        outputs = {"rgb": render, "accumulation": torch.ones_like(render[..., :1])}
+        metrics, images = self.model.get_image_metrics_and_images(outputs, {"image": views.images[view]})
+        metrics["num_rays"] = float(render.shape[0] * render.shape[1])
+        self.train()
+        return drop_unavailable(metrics), images
+
+    # ------------------------------------------------------------------ the reconstruction protocol (ns-eval)
+    def reconstruction_settings(self, num_input_views: int) -> ReconstructionSettings:
+        """Test-time settings of the ``num_input_views``-view setting."""
+        cfg = self.config
+        pick = lambda values: values[min(num_input_views, len(values)) - 1]  # noqa: E731
+        return ReconstructionSettings(
+            init=cfg.eval_init, finetune=cfg.eval_finetune, ddim_steps=cfg.eval_ddim_steps,
+            guidance_gain=cfg.guidance_gain, rays_per_step=cfg.eval_rays_per_step,
+            langevin_steps=cfg.langevin_steps, langevin_delta=cfg.langevin_delta,
+            finetune_outer_steps=pick(cfg.finetune_outer_steps), finetune_inner_steps=cfg.finetune_inner_steps,
+            finetune_lr=pick(cfg.finetune_lr), finetune_lr_gamma=cfg.finetune_lr_gamma,
+            finetune_prior_weight=cfg.finetune_prior_weight)
+
+    def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
+                                       get_std: bool = False) -> Dict[str, float]:
+        """Reconstruct every held-out object from 1 and 2 input views and score all other views.
+
+        Returns ``{metric}_{k}v`` and ``{metric}_{k}v_std`` for metric in psnr, ssim, lpips (where available) and
+        each setting k, plus ``num_objects`` and ``num_images_{k}v``.
+        """
+        dm = self.datamanager
+        if dm.eval_dataset is None or dm.num_eval_objects == 0:
+            raise DataError(f"No held-out objects to evaluate: {dm.dataparser.split_folder('test')} is empty. The "
+                            f"reconstruction protocol needs test objects with several views each.")
+        num_objects = dm.num_eval_objects
+        if self.config.eval_max_objects > 0:
+            num_objects = min(num_objects, self.config.eval_max_objects)
+        was_training = self.training
+        self.eval()
+        results: Dict[str, float] = {"num_objects": float(num_objects)}
+        try:
+            for k in self.config.eval_num_input_views:
+                settings = self.reconstruction_settings(k)
+                metrics = evaluate_reconstruction(
+                    self.model, lambda i, k=k: dm.eval_object(i, k), num_objects, settings,
+                    batch_size=self.config.eval_batch_size, seed=self.config.eval_seed, output_path=output_path,
+                    prefix=f"{k}v_", with_lpips=self.config.eval_lpips)
+                for key, value in metrics.items():
+                    if key == "num_images":
+                        results[f"num_images_{k}v"] = value
+                    elif key.endswith("_std"):
+                        if get_std:
+                            results[f"{key[:-4]}_{k}v_std"] = value
+                    else:
+                        results[f"{key}_{k}v"] = value
+        finally:
+            self.train(was_training)
+        return drop_unavailable(results)
+
+    def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
+        return self.model.get_param_groups()

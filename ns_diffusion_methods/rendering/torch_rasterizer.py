@@ -24,7 +24,8 @@ largest tile list, in chunks of tiles that bound memory). That is exact and diff
 enough for the small images and Gaussian counts that CPU training uses.
 
 For densification (gsplat's ``DefaultStrategy`` with ``absgrad=True``), ``meta["means2d"].absgrad`` is filled during
-the backward pass with the per-pixel absolute 2D-mean gradients summed over pixels, as gsplat's kernel does.
+the backward pass with the per-pixel absolute 2D-mean gradients summed over pixels, as gsplat's kernel does (several
+backward passes through one render add up, where gsplat keeps the last; training does one per render).
 """
 
 from __future__ import annotations

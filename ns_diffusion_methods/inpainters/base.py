@@ -105,8 +105,12 @@ def composite(images: Tensor, filled: Tensor, masks: Tensor) -> Tensor:
     return torch.where(masks.expand_as(images), filled.to(images.dtype), images)
 
 
-def build_inpainter(config: "InpainterConfig", device: Union[str, torch.device] = "cpu", **kwargs: Any) -> Inpainter:
-    """The backend named by ``config.model`` (the config's ``_target``)."""
+def build_inpainter(config: "InpainterConfig", device: Union[str, torch.device] = "cpu",
+                    flag: str = "--pipeline.inpainter.model", **kwargs: Any) -> Inpainter:
+    """The backend named by ``config.model`` (the config's ``_target``).
+
+    ``flag`` is the command-line flag named when the model cannot be found; ``kwargs`` go to the tiny builder.
+    """
     if config.model == OPENCV:
         from ns_diffusion_methods.inpainters.opencv import OpenCVInpainter
 
@@ -117,7 +121,7 @@ def build_inpainter(config: "InpainterConfig", device: Union[str, torch.device] 
         return build_tiny_inpainter(config, device=device, **kwargs)
     from ns_diffusion_methods.inpainters.ldm import LatentInpainter
 
-    return LatentInpainter.from_pretrained(config, device=device)
+    return LatentInpainter.from_pretrained(config, device=device, flag=flag)
 
 
 @dataclass

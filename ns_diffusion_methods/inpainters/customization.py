@@ -254,6 +254,7 @@ def customize(
     device: Union[str, torch.device] = "cpu",
     inpainter: Any = None,
     console: Optional[Console] = None,
+    model_flag: str = "--pipeline.inpainter.model",
 ) -> Optional[Path]:
     """LoRA-customise ``config.model`` on a scene, or reuse the cached result; returns the LoRA folder.
 
@@ -267,6 +268,7 @@ def customize(
             without LoRA: it is customised in place (trained, or the cached adapter loaded into it), which saves
             loading the model twice. When None, a base inpainter is built and discarded.
         console: where the progress bar and messages go.
+        model_flag: the flag named when the base model cannot be found.
 
     Returns:
         The LoRA folder (set it as ``config.lora_path``), or None for a backend that cannot be customised
@@ -290,7 +292,7 @@ def customize(
         return folder
 
     if inpainter is None:
-        inpainter = dataclasses.replace(config, lora_path=None).setup(device=device)
+        inpainter = dataclasses.replace(config, lora_path=None).setup(device=device, flag=model_flag)
     elif getattr(inpainter.unet, "_hf_peft_config_loaded", False):
         raise ValueError("The `inpainter` passed to customize() already holds a LoRA adapter; pass one built "
                          "without `lora_path`.")
@@ -420,6 +422,6 @@ class CustomizeCommand:
                                               batch_size=self.batch_size, learning_rate=self.learning_rate,
                                               rank=self.rank, alpha=float(self.rank), seed=self.seed))
         images, masks = read_capture(Path(self.data), self.dilation)
-        folder = customize(images, masks, config, self.output, device=self.device)
+        folder = customize(images, masks, config, self.output, device=self.device, model_flag="--model")
         print(folder)
         return 0

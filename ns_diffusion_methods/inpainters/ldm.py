@@ -105,15 +105,19 @@ class LatentInpainter(Inpainter):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, config: InpainterConfig, device: Union[str, torch.device] = "cpu") -> "LatentInpainter":
-        """Load the components of ``config.model`` (Hub id or folder) via ``resolve_pretrained``."""
+    def from_pretrained(cls, config: InpainterConfig, device: Union[str, torch.device] = "cpu",
+                        flag: str = MODEL_FLAG) -> "LatentInpainter":
+        """Load the components of ``config.model`` (Hub id or folder) via ``resolve_pretrained``.
+
+        ``flag`` is the command-line flag that sets the model, named in the error when it cannot be found.
+        """
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
         from ns_diffusion_methods.diffusion.hub import resolve_pretrained
 
         folder = resolve_pretrained(
-            config.model, required=REQUIRED_LAYOUT, flag=MODEL_FLAG,
+            config.model, required=REQUIRED_LAYOUT, flag=flag,
             allow_patterns=["model_index.json", "unet/*.json", "unet/*.safetensors", "vae/*.json",
                             "vae/*.safetensors", "text_encoder/*.json", "text_encoder/*.safetensors", "tokenizer/*",
                             "scheduler/*"])

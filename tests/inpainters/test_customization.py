@@ -194,3 +194,12 @@ def test_command_refuses_a_capture_with_a_bad_mask(object_removal_capture, tmp_p
     with pytest.raises(DataError, match=bad["object_mask_path"].split("/")[-1]):
         CustomizeCommand(data=capture, model="tiny", steps=1, output=tmp_path / "cache").main()
     assert not (tmp_path / "cache").exists()
+
+
+def test_command_names_its_own_flag_for_a_missing_model(object_removal_capture, tmp_path):
+    from ns_diffusion_methods.errors import ModelUnavailableError
+
+    with pytest.raises(ModelUnavailableError, match="--model PATH") as info:
+        CustomizeCommand(data=object_removal_capture, model="no-such-owner/no-such-model", steps=1,
+                         output=tmp_path / "cache").main()
+    assert "--pipeline" not in str(info.value)

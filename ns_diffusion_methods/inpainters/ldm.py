@@ -118,9 +118,10 @@ class LatentInpainter(Inpainter):
 
         folder = resolve_pretrained(
             config.model, required=REQUIRED_LAYOUT, flag=flag,
-            allow_patterns=["model_index.json", "unet/*.json", "unet/*.safetensors", "vae/*.json",
-                            "vae/*.safetensors", "text_encoder/*.json", "text_encoder/*.safetensors", "tokenizer/*",
-                            "scheduler/*"])
+            # the full-precision safetensors only (not the .bin copies or the fp16 variants the repos also hold)
+            allow_patterns=["model_index.json", "unet/*.json", "unet/diffusion_pytorch_model.safetensors",
+                            "vae/*.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/*.json",
+                            "text_encoder/model.safetensors", "tokenizer/*", "scheduler/*"])
         device = torch.device(device)
         dtype = resolve_dtype(config.dtype, device)
         return cls(

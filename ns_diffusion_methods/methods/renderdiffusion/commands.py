@@ -1,0 +1,218 @@
+"""``ns-diffusion sample renderdiffusion`` and ``ns-diffusion inpaint renderdiffusion``.
+
+Both load a trained run (``--load-config .../config.yml``) through nerfstudio's ``eval_setup`` and write PNGs (and an
+animated GIF turntable) into ``--output``:
+
+- ``sample``: N unconditional objects. Each starts from x_T ~ N(0, I) at a "gen. view" camera drawn from the training
+  cameras, runs the reverse process and renders a turntable of the final triplane.
+- ``inpaint``: 3D-aware RePaint inpainting of one image. White pixels of ``--mask`` are repainted; the final
+  triplane is rendered as a turntable. The image's camera is a training camera (``--camera-index``) or an SRN pose
+  file (``--pose``, OpenCV camera-to-world, normalised like the dataset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.console import Console
+from torch import Tensor
+
+from ns_diffusion_methods.errors import DataError, UserFacingError
+
+CONSOLE = Console(stderr=True)
+
+
+def load_pipeline(config_path: Path):
+    """The trained RenderDiffusion pipeline of a run, in eval mode (training images loaded for their cameras)."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from ns_diffusion_methods.methods.renderdiffusion.pipeline import RenderDiffusionPipeline
+
+    if not Path(config_path).is_file():
+        raise UserFacingError(f"No run config at {config_path}. Pass the config.yml that ns-train wrote "
+                              f"(outputs/<experiment>/renderdiffusion*/<timestamp>/config.yml).")
+    _, pipeline, checkpoint, _ = eval_setup(Path(config_path), test_mode="inference")
+    if not isinstance(pipeline, RenderDiffusionPipeline):
+        raise UserFacingError(f"{config_path} is a {type(pipeline).__name__} run, not a RenderDiffusion run.")
+    return pipeline, checkpoint
+
+
+def _to_uint8(image: Tensor) -> np.ndarray:
+    """``[3, H, W]`` in [0, 1] -> ``uint8 [H, W, 3]``."""
+    return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def write_turntable(frames: Tensor, folder: Path, stem: str, scale: int = 1) -> List[Path]:
+    """Write ``frames [V, 3, H, W]`` as one strip PNG and an animated GIF; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(_to_uint8(f)) for f in frames]
+    if scale > 1:
+        images = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in images]
+    strip = Image.fromarray(np.concatenate([np.asarray(im) for im in images], axis=1))
+    strip_path, gif_path = folder / f"{stem}_turntable.png", folder / f"{stem}_turntable.gif"
+    strip.save(strip_path)
+    images[0].save(gif_path, save_all=True, append_images=images[1:], duration=80, loop=0)
+    return [strip_path, gif_path]
+
+
+def turntable_cameras(camera_to_world: Tensor, intrinsics: Tensor, num_views: int) -> Tuple[Tensor, Tensor]:
+    """``[1, V, 3, 4]`` cameras on the circle of ``camera_to_world`` about +z, and their intrinsics ``[1, V, 4]``."""
+    from ns_diffusion_methods.methods.renderdiffusion.geometry import turntable
+
+    views = turntable(camera_to_world, num_views)[None]
+    return views, intrinsics.reshape(1, 1, 4).expand(1, num_views, 4)
+
+
+@dataclass
+class SampleCommand:
+    """Generate objects with a trained RenderDiffusion model and write turntables."""
+
+    load_config: Path
+    """The run's config.yml (written by ns-train renderdiffusion...)."""
+    output: Path = Path("renderdiffusion-samples")
+    """Output folder."""
+    num: int = 4
+    """How many objects to generate."""
+    num_steps: Optional[int] = None
+    """Reverse steps from T-1 to 0 (default: the model's diffusion.num_inference_steps)."""
+    num_views: int = 24
+    """Turntable frames per object."""
+    seed: int = 0
+    """Seed of the gen. views and the noise."""
+    scale: int = 4
+    """Nearest-neighbour up-scaling of the written images (they are small)."""
+
+    def main(self) -> int:
+        """Run it."""
+        from ns_diffusion_methods.methods.renderdiffusion import procedures
+        from ns_diffusion_methods.methods.renderdiffusion.pipeline import camera_tensors
+
+        if self.num < 1 or self.num_views < 1:
+            raise UserFacingError(f"`--num` and `--num-views` must be >= 1, but are {self.num} and {self.num_views}.")
+        pipeline, checkpoint = load_pipeline(self.load_config)
+        model = pipeline.model
+        generator = torch.Generator().manual_seed(self.seed)
+        c2w_all, k_all = camera_tensors(pipeline.datamanager.train_dataset.cameras)
+        size = model.image_size
+        written: List[Path] = []
+        CONSOLE.print(f"Sampling {self.num} objects from {checkpoint} ...")
+        for i in range(self.num):
+            pick = int(torch.randint(c2w_all.shape[0], (1,), generator=generator))  # the gen. view
+            c2w, intrinsics = c2w_all[pick: pick + 1].to(model.device), k_all[pick: pick + 1].to(model.device)
+            triplanes, image = procedures.generate(model.sampling_denoiser, model.diffusion, c2w, intrinsics, size,
+                                                   size, num_steps=self.num_steps, generator=generator)
+            views, view_k = turntable_cameras(c2w[0], intrinsics[0], self.num_views)
+            frames = procedures.render_views(model.sampling_denoiser, triplanes, views, view_k, size, size)[0]
+            self.output.mkdir(parents=True, exist_ok=True)
+            view_path = self.output / f"sample_{i:03d}_view.png"
+            Image.fromarray(_to_uint8(image[0])).resize((size * self.scale, size * self.scale),
+                                                        Image.NEAREST).save(view_path)
+            written += [view_path, *write_turntable(frames, self.output, f"sample_{i:03d}", self.scale)]
+        CONSOLE.print(f"Wrote {len(written)} files to {self.output}")
+        return 0
+
+
+def read_image(path: Path, size: int, mode: str) -> Tensor:
+    """An image file as ``[1, C, size, size]`` in [0, 1] (C = 3 for ``RGB``, 1 for ``L``), resized if needed."""
+    if not Path(path).is_file():
+        raise DataError(f"Image file {path} does not exist.")
+    try:
+        image = Image.open(path).convert(mode)
+    except OSError as err:
+        raise DataError(f"Cannot read {path} as an image: {err}") from None
+    if image.size != (size, size):
+        CONSOLE.print(f"[yellow]{path} is {image.width}x{image.height}; resizing it to the model's {size}x{size}."
+                      f"[/yellow]")
+        image = image.resize((size, size), Image.BILINEAR if mode == "RGB" else Image.NEAREST)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array)
+    return tensor.permute(2, 0, 1)[None] if tensor.dim() == 3 else tensor[None, None]
+
+
+def read_pose(path: Path, radius: float, center: Tuple[float, float, float]) -> Tensor:
+    """An SRN pose file (16 floats, OpenCV camera-to-world) as a normalised OpenGL ``[3, 4]`` camera."""
+    try:
+        values = np.loadtxt(path, dtype=np.float32).reshape(-1)
+    except (OSError, ValueError) as err:
+        raise DataError(f"Cannot read the pose file {path}: {err}") from None
+    if values.size != 16:
+        raise DataError(f"The pose file {path} must hold 16 numbers (a 4x4 camera-to-world matrix), "
+                        f"but holds {values.size}.")
+    c2w = torch.from_numpy(values.reshape(4, 4)[:3]).clone()
+    c2w[:, 1:3] *= -1  # OpenCV -> OpenGL
+    c2w[:, 3] = (c2w[:, 3] - torch.tensor(center)) / radius
+    return c2w
+
+
+@dataclass
+class InpaintCommand:
+    """3D-aware inpainting of an image with a trained RenderDiffusion model (RePaint)."""
+
+    load_config: Path
+    """The run's config.yml (written by ns-train renderdiffusion...)."""
+    image: Path
+    """The image to inpaint (resized to the model's resolution if needed)."""
+    mask: Path
+    """Mask image: white (> 0.5) pixels are repainted, black pixels are kept."""
+    output: Path = Path("renderdiffusion-inpaint")
+    """Output folder."""
+    camera_index: int = 0
+    """Training camera used as the image's camera (when --pose is not given)."""
+    pose: Optional[Path] = None
+    """SRN pose file (OpenCV camera-to-world) of the image, normalised with the dataset's radius and centre; the
+    intrinsics are those of training camera --camera-index."""
+    num_steps: Optional[int] = None
+    """Reverse steps from T-1 to 0 (default: the model's diffusion.num_inference_steps)."""
+    resample: int = 1
+    """RePaint resamplings per step (1 = none)."""
+    num_views: int = 24
+    """Turntable frames."""
+    seed: int = 0
+    """Seed of the noise."""
+    scale: int = 4
+    """Nearest-neighbour up-scaling of the written images."""
+
+    def main(self) -> int:
+        """Run it."""
+        from ns_diffusion_methods.methods.renderdiffusion import procedures
+        from ns_diffusion_methods.methods.renderdiffusion.pipeline import camera_tensors
+
+        pipeline, checkpoint = load_pipeline(self.load_config)
+        model = pipeline.model
+        size = model.image_size
+        image = read_image(self.image, size, "RGB").to(model.device)
+        mask = (read_image(self.mask, size, "L") > 0.5).float().to(model.device)
+        if mask.sum() == 0:
+            raise DataError(f"The mask {self.mask} has no white pixels: there is nothing to inpaint.")
+        c2w_all, k_all = camera_tensors(pipeline.datamanager.train_dataset.cameras)
+        if not 0 <= self.camera_index < c2w_all.shape[0]:
+            raise UserFacingError(f"`--camera-index` must be in [0, {c2w_all.shape[0] - 1}], but is "
+                                  f"{self.camera_index}.")
+        intrinsics = k_all[self.camera_index: self.camera_index + 1].to(model.device)
+        if self.pose is not None:
+            parser = pipeline.datamanager.dataparser_config
+            c2w = read_pose(self.pose, parser.radius, tuple(parser.center))[None].to(model.device)
+        else:
+            c2w = c2w_all[self.camera_index: self.camera_index + 1].to(model.device)
+        generator = torch.Generator().manual_seed(self.seed)
+        CONSOLE.print(f"Inpainting {self.image} with {checkpoint} ...")
+        triplanes, inpainted, render = procedures.inpaint(model.sampling_denoiser, model.diffusion, image, mask, c2w,
+                                                          intrinsics, num_steps=self.num_steps,
+                                                          resample=self.resample, generator=generator)
+        views, view_k = turntable_cameras(c2w[0], intrinsics[0], self.num_views)
+        frames = procedures.render_views(model.sampling_denoiser, triplanes, views, view_k, size, size)[0]
+        self.output.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, tensor in (("inpainted", inpainted[0]), ("render", render[0]), ("input", image[0]),
+                             ("mask", mask[0].expand(3, -1, -1))):
+            path = self.output / f"{name}.png"
+            Image.fromarray(_to_uint8(tensor)).resize((size * self.scale, size * self.scale), Image.NEAREST).save(path)
+            written.append(path)
+        written += write_turntable(frames, self.output, "inpainted", self.scale)
+        CONSOLE.print(f"Wrote {len(written)} files to {self.output}")
+        return 0

@@ -141,9 +141,9 @@ class CustomizationConfig:
     """LoRA alpha; the adapter's scale is alpha / rank (1 by default)."""
     batch_size: int = 4
     """Crops per step (nerfiller uses 8 at 512 px; 4 fits a 24 GB GPU in float16)."""
-    resolution: int = 512
+    resolution: Optional[int] = None
     """Side of the square training crops: images are resized so their shorter side is this, then randomly
-    cropped (SD-2-inpainting trains at 512)."""
+    cropped. Default: the model's native size (512 for SD-2-inpainting, 64 for 'tiny')."""
     max_rectangles: int = 5
     """Each crop gets 1 to this many random rectangles as its inpainting mask."""
     rectangle_size: Tuple[float, float] = (0.1, 0.5)
@@ -172,9 +172,10 @@ class InpainterConfig(InstantiateConfig):
     """Text prompt; 'sks' is the scene token that customisation binds to the scene [REC]."""
     negative_prompt: str = ""
     """Prompt of the unconditional branch of classifier-free guidance."""
-    resolution: int = 512
+    resolution: Optional[int] = None
     """Inference size of the LDM: images are resized so that their longer side is this (both sides rounded to what
-    the UNet accepts) and results resized back. SD-2-inpainting works at 512. Ignored by 'opencv'."""
+    the UNet accepts) and results resized back. Default: the model's native size (UNet sample size x VAE factor:
+    512 for SD-2-inpainting, 64 for 'tiny'). Ignored by 'opencv'."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     """Weights and activations dtype of the LDM: 'auto' = float16 on CUDA, float32 on CPU."""
     seed: int = 0

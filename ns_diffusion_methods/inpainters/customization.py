@@ -4,7 +4,8 @@ MALD-NeRF tempers the diversity of the inpainting LDM by LoRA fine-tuning it on 
 in the prompt ("a photo of sks scene"). The objective is the LDM's own self-supervised inpainting loss on the scene's
 training images:
 
-1. random square crops of the training images (shorter side resized to ``resolution``);
+1. random square crops of the training images (shorter side resized to ``resolution``, by default the model's
+   native size);
 2. random rectangles (sometimes the whole crop) as the inpainting mask: the UNet sees the crop with those pixels
    blanked, the mask, and a noised latent of the full crop;
 3. the usual diffusion loss (noise or velocity MSE in latent space), **set to zero on every latent cell that touches
@@ -153,9 +154,10 @@ def diffusion_target(scheduler: Any, latents: Tensor, noise: Tensor, timesteps: 
 def training_batch(inpainter: Any, images: Tensor, object_masks: Tensor, settings: CustomizationConfig,
                    generator: torch.Generator) -> Dict[str, Tensor]:
     """One customisation batch: UNet inputs, the diffusion target and the latent loss weights (no gradients)."""
+    size = int(settings.resolution if settings.resolution is not None else inpainter.resolution)
     index = torch.randint(images.shape[0], (settings.batch_size,), generator=generator)
-    crops, object_crops = random_crops(images[index], object_masks[index], settings.resolution, generator)
-    rectangles = random_rectangles(settings.batch_size, settings.resolution, settings, generator)
+    crops, object_crops = random_crops(images[index], object_masks[index], size, generator)
+    rectangles = random_rectangles(settings.batch_size, size, settings, generator)
     device = inpainter.device
     pixels = crops.to(device) * 2 - 1
     with torch.no_grad():
@@ -190,9 +192,11 @@ def _check(images: Tensor, object_masks: Tensor, settings: CustomizationConfig) 
     expected = (images.shape[0], 1, *images.shape[-2:])
     if tuple(object_masks.shape) != expected:
         raise ValueError(f"`object_masks` must be [N, 1, H, W] = {expected}, but got {tuple(object_masks.shape)}.")
-    for name in ("steps", "batch_size", "resolution", "max_rectangles", "rank"):
+    for name in ("steps", "batch_size", "max_rectangles", "rank"):
         if getattr(settings, name) < 1:
             raise ValueError(f"`customization.{name}` must be >= 1, but got {getattr(settings, name)}.")
+    if settings.resolution is not None and settings.resolution < 1:
+        raise ValueError(f"`customization.resolution` must be >= 1, but got {settings.resolution}.")
     low, high = settings.rectangle_size
     if not 0 < low <= high <= 1:
         raise ValueError(f"`customization.rectangle_size` must satisfy 0 < low <= high <= 1, but got {(low, high)}.")
@@ -393,8 +397,8 @@ class CustomizeCommand:
     """Cache folder; the LoRA is written to a sub-folder named by the data hash."""
     prompt: str = InpainterConfig.prompt
     """Prompt with the scene token (must match the one used in training: --pipeline.inpainter.prompt)."""
-    resolution: int = CustomizationConfig.resolution
-    """Side of the square training crops."""
+    resolution: Optional[int] = CustomizationConfig.resolution
+    """Side of the square training crops (default: the model's native size, 512 for SD-2-inpainting)."""
     batch_size: int = CustomizationConfig.batch_size
     """Crops per step."""
     learning_rate: float = CustomizationConfig.learning_rate

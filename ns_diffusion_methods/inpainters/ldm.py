@@ -3,8 +3,8 @@
 The denoising loop is written out here (rather than calling ``StableDiffusionInpaintPipeline``) so that the partial
 DDIM of MALD-NeRF's iterative dataset update is explicit (reference §1.7):
 
-1. resize the images to the inference size (longer side = ``config.resolution``, sides rounded to a multiple the
-   UNet accepts);
+1. resize the images to the inference size (longer side = ``config.resolution``, by default the model's native
+   size, sides rounded to a multiple the UNet accepts);
 2. conditioning: the masked image (masked pixels set to 0 in [-1, 1]) encoded by the VAE, and the mask resized to
    the latent grid; the UNet input is ``cat([latents (4), mask (1), masked-image latents (4)])``, 9 channels;
 3. start latents: pure noise (``start_timestep=None``), or the VAE latents of ``source`` (the current NeRF render)
@@ -100,6 +100,11 @@ class LatentInpainter(Inpainter):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         # the UNet halves the latent grid once per down block except the last
         self.size_multiple = self.vae_scale_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+        #: inference size (longer side): the configured one, else the model's native size (as diffusers' pipelines)
+        native = unet.config.sample_size * self.vae_scale_factor
+        self.resolution = int(config.resolution if config.resolution is not None else native)
+        if self.resolution < 1:
+            raise ValueError(f"`resolution` must be >= 1, but got {config.resolution}.")
         self._embeddings: Dict[str, Tensor] = {}
         self._generator = torch.Generator("cpu").manual_seed(config.seed)
 
@@ -150,8 +155,8 @@ class LatentInpainter(Inpainter):
         return self._embeddings[prompt]
 
     def inference_size(self, height: int, width: int) -> Tuple[int, int]:
-        """The size images are inpainted at: longer side ``config.resolution``, sides multiples of the UNet's."""
-        scale = self.config.resolution / max(height, width)
+        """The size images are inpainted at: longer side :attr:`resolution`, sides multiples of the UNet's."""
+        scale = self.resolution / max(height, width)
         m = self.size_multiple
         return max(m, int(round(height * scale / m)) * m), max(m, int(round(width * scale / m)) * m)
 

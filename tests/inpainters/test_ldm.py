@@ -139,6 +139,13 @@ def test_batches_are_chunked_consistently():
     assert torch.equal(a[outside], b[outside])
 
 
+def test_default_resolution_is_the_native_size_of_the_model():
+    inpainter = InpainterConfig(model="tiny").setup(device="cpu")
+    unet, factor = inpainter.unet.config, inpainter.vae_scale_factor
+    assert inpainter.resolution == unet.sample_size * factor == 64
+    assert inpainter.inference_size(72, 96) == (48, 64)
+
+
 def test_inference_size_rounds_to_unet_multiple(tiny_inpainter):
     assert tiny_inpainter.size_multiple == 16  # VAE factor 8 x one UNet down-sampling
     assert tiny_inpainter.inference_size(24, 32) == (32, 32)

@@ -175,10 +175,11 @@ class SSDNeRFModel(Model):
         exp_avg = self.code_exp_avg[idx].mul_(beta1).add_(grad, alpha=1 - beta1)
         exp_avg_sq = self.code_exp_avg_sq[idx].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         shape = (-1,) + (1,) * (grad.dim() - 1)
-        bias1 = (1 - beta1 ** steps.to(grad.dtype)).reshape(shape)
-        bias2 = (1 - beta2 ** steps.to(grad.dtype)).reshape(shape)
-        denom = exp_avg_sq.sqrt() / bias2.sqrt() + eps
-        codes = self.codes_pre[idx] - (lr / bias1) * exp_avg / denom
+        # bias corrections in float64: 1 - 0.999^k loses digits in float32
+        bias1 = (1 - beta1 ** steps.to(torch.float64)).reshape(shape)
+        bias2_sqrt = (1 - beta2 ** steps.to(torch.float64)).sqrt().reshape(shape)
+        denom = exp_avg_sq.sqrt() / bias2_sqrt.to(grad.dtype) + eps
+        codes = self.codes_pre[idx] - (lr / bias1).to(grad.dtype) * exp_avg / denom
         self.code_exp_avg[idx] = exp_avg
         self.code_exp_avg_sq[idx] = exp_avg_sq
         self.code_steps[idx] = steps

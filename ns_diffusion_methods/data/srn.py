@@ -1,0 +1,162 @@
+"""Reader for the SRN multi-object layout: PixelNeRF's ShapeNet-SRN release, and ``ns-diffusion-synth objects``.
+
+Layout (``ssdnerf.md`` §8.1)::
+
+    <root>/<split>/<object>/
+        rgb/NNNNNN.png     RGB (or RGBA, composited on white) images
+        pose/NNNNNN.txt    16 floats: row-major 4x4 camera-to-world, OpenCV convention (x right, y down, z forward)
+        intrinsics.txt     "f cx cy 0" / "0 0 0" / "1" / "H W"
+
+Poses are returned in nerfstudio's OpenGL convention (:func:`opencv_to_opengl`). Intrinsics are returned as written;
+the images must have the size ``intrinsics.txt`` declares. This module does not import nerfstudio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ns_diffusion_methods.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def opencv_to_opengl(c2w: np.ndarray) -> np.ndarray:
+    """Camera-to-world from OpenCV (x right, y down, z forward) to OpenGL (x right, y up, z backward) axes.
+
+    Negates rotation columns 1 and 2; works on ``[..., 3, 4]`` and ``[..., 4, 4]`` arrays (and is its own inverse).
+    """
+    out = np.array(c2w, copy=True)
+    assert out.shape[-2:] in ((3, 4), (4, 4)), out.shape
+    out[..., :3, 1:3] *= -1
+    return out
+
+
+@dataclass
+class SRNObject:
+    """One object of an SRN split: all its views, in the order of their file names."""
+
+    name: str
+    """Folder name of the object."""
+    images: np.ndarray
+    """uint8 [V, H, W, 3] RGB images (alpha composited on white)."""
+    c2w: np.ndarray
+    """float32 [V, 4, 4] camera-to-world poses, OpenGL convention."""
+    fx: float
+    """Focal length in pixels (SRN has one focal; fy == fx)."""
+    fy: float
+    """Focal length in pixels along y."""
+    cx: float
+    """Principal point x in pixels."""
+    cy: float
+    """Principal point y in pixels."""
+    height: int
+    """Image height in pixels."""
+    width: int
+    """Image width in pixels."""
+    view_names: List[str]
+    """File stems of the views (``000000``, ...), matching ``images`` and ``c2w``."""
+
+    @property
+    def num_views(self) -> int:
+        return int(self.images.shape[0])
+
+
+def _read_intrinsics(path: Path) -> tuple:
+    """(f, cx, cy, height, width) from an SRN ``intrinsics.txt``."""
+    if not path.is_file():
+        raise DataError(f"Missing {path}. Every SRN object folder needs intrinsics.txt with 4 lines: "
+                        f"'f cx cy 0' / '0 0 0' / '1' / 'H W'.")
+    lines = [line.split() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        f, cx, cy = (float(v) for v in lines[0][:3])
+        height, width = (int(float(v)) for v in lines[3][:2])
+    except (IndexError, ValueError) as error:
+        raise DataError(f"Malformed {path} ({error}). It needs 4 lines: 'f cx cy 0' / '0 0 0' / '1' / 'H W', e.g. "
+                        f"'131.25 64 64 0' / '0 0 0' / '1' / '128 128'.") from error
+    if not (f > 0 and height > 0 and width > 0):
+        raise DataError(f"{path}: focal, H and W must be positive, but got f={f}, H={height}, W={width}.")
+    return f, cx, cy, height, width
+
+
+def _read_pose(path: Path) -> np.ndarray:
+    try:
+        values = np.array([float(v) for v in path.read_text(encoding="utf-8").split()], dtype=np.float64)
+    except ValueError as error:
+        raise DataError(f"Malformed pose file {path} ({error}); it must hold 16 numbers (a row-major 4x4 "
+                        f"camera-to-world matrix, OpenCV convention).") from error
+    if values.size != 16 or not np.isfinite(values).all():
+        raise DataError(f"Pose file {path} holds {values.size} values; it must hold 16 finite numbers (a row-major "
+                        f"4x4 camera-to-world matrix, OpenCV convention).")
+    return values.reshape(4, 4)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """uint8 [H, W, 3]; RGBA and LA are composited on white, greyscale is expanded to RGB."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
+                alpha = rgba[..., 3:4] / 255.0
+                # composite on white, rounding to nearest
+                return np.floor(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as error:
+        raise DataError(f"Cannot read image {path} ({error}). Replace or delete it (and its pose file).") from error
+
+
+def read_srn_object(folder: Union[str, Path]) -> SRNObject:
+    """Read one SRN object folder (``rgb/``, ``pose/``, ``intrinsics.txt``).
+
+    Raises:
+        DataError: a missing folder or file, an image without a pose, an unreadable image, a malformed pose or
+            intrinsics file, or an image whose size differs from ``intrinsics.txt``; the message names the file.
+    """
+    folder = Path(folder)
+    rgb_dir, pose_dir = folder / "rgb", folder / "pose"
+    for needed in (rgb_dir, pose_dir):
+        if not needed.is_dir():
+            raise DataError(f"Missing folder {needed}. An SRN object folder holds rgb/, pose/ and intrinsics.txt.")
+    f, cx, cy, height, width = _read_intrinsics(folder / "intrinsics.txt")
+    image_paths = sorted(p for p in rgb_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not image_paths:
+        raise DataError(f"No images in {rgb_dir} (expected rgb/NNNNNN.png).")
+    images, poses, names = [], [], []
+    for image_path in image_paths:
+        pose_path = pose_dir / f"{image_path.stem}.txt"
+        if not pose_path.is_file():
+            raise DataError(f"Image {image_path} has no pose: {pose_path} is missing. Add the pose or delete the "
+                            f"image.")
+        image = _read_image(image_path)
+        if image.shape[:2] != (height, width):
+            raise DataError(f"Image {image_path} is {image.shape[0]}x{image.shape[1]} (HxW) but "
+                            f"{folder / 'intrinsics.txt'} declares {height}x{width}. Resize the images and rescale "
+                            f"the intrinsics together.")
+        images.append(image)
+        poses.append(_read_pose(pose_path))
+        names.append(image_path.stem)
+    c2w = opencv_to_opengl(np.stack(poses)).astype(np.float32)
+    return SRNObject(name=folder.name, images=np.stack(images), c2w=c2w, fx=f, fy=f, cx=cx, cy=cy, height=height,
+                     width=width, view_names=names)
+
+
+def read_srn_split(root: Union[str, Path], split: str) -> List[SRNObject]:
+    """Read every object of ``<root>/<split>/``, sorted by folder name.
+
+    Raises:
+        DataError: the split folder is missing or empty, or any object is invalid (see :func:`read_srn_object`).
+    """
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        available = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
+        raise DataError(f"No split folder {split_dir}. The SRN root {root} has {available or 'no folders'}; "
+                        f"expected <root>/{split}/<object>/rgb, pose, intrinsics.txt.")
+    folders = sorted((p for p in split_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
+    if not folders:
+        raise DataError(f"The split folder {split_dir} holds no object folders.")
+    return [read_srn_object(folder) for folder in folders]

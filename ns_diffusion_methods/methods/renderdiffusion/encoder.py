@@ -86,6 +86,12 @@ class TriplaneEncoder(nn.Module):
                              f"for a U-Net with {levels} levels; change `block_out_channels`.")
 
         out_planes = 3 * config.triplane_channels
+        # attention heads of 32 channels (fewer when a level is narrower)
+        attention_channels = [config.block_out_channels[i] for i in config.attention_levels]
+        head_dim = min([32, *attention_channels])
+        if any(c % head_dim for c in attention_channels):
+            raise ValueError(f"The channels of the attention levels {attention_channels} must be multiples of the "
+                             f"head width {head_dim}.")
         down = tuple("AttnDownBlock2D" if i in config.attention_levels else "DownBlock2D" for i in range(levels))
         up = tuple("AttnUpBlock2D" if i in config.attention_levels else "UpBlock2D" for i in reversed(range(levels)))
         time_embed_dim = config.block_out_channels[0] * 4
@@ -99,7 +105,7 @@ class TriplaneEncoder(nn.Module):
             block_out_channels=tuple(config.block_out_channels),
             layers_per_block=config.layers_per_block,
             norm_num_groups=config.norm_num_groups,
-            attention_head_dim=None if not config.attention_levels else 32,
+            attention_head_dim=head_dim,
             add_attention=levels - 1 in config.attention_levels,
             class_embed_type="identity" if config.camera_conditioning == "embedding" else None,
         )

@@ -1,0 +1,107 @@
+"""End to end: ns-train renderdiffusion-small on CPU, ns-eval's reconstruction JSON, checkpoint round trip and resume,
+and the ``ns-diffusion sample/inpaint renderdiffusion`` commands."""
+
+from __future__ import annotations
+
+import json
+
+import harness
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_FLAGS
+from PIL import Image
+
+from ns_diffusion_methods.cli.main import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def trained(floor_objects, tmp_path_factory):
+    output = tmp_path_factory.mktemp("rd-runs")
+    config = harness.train("renderdiffusion-small", floor_objects, output, flags=TINY_FLAGS, max_num_iterations=3)
+    return config
+
+
+def _load(config):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, checkpoint, step = eval_setup(config, test_mode="test")
+    return pipeline, checkpoint, step
+
+
+def test_training_writes_a_checkpoint_with_the_ema_and_without_diffusion_state(trained):
+    checkpoint = torch.load(harness.latest_checkpoint(trained), map_location="cpu")
+    state = checkpoint["pipeline"]
+    assert checkpoint["step"] == 2
+    assert any(k.startswith("_model.ema_denoiser.encoder.") for k in state)
+    assert int(state["_model.ema_updates"]) == 3
+    assert set(checkpoint["optimizers"]) == {"encoder", "decoder"}
+    # the EMA moved away from the trained weights' initial copy but is not equal to the trained weights
+    live, ema = state["_model.denoiser.decoder.mlp.0.weight"], state["_model.ema_denoiser.decoder.mlp.0.weight"]
+    assert not torch.equal(live, ema)
+
+
+def test_checkpoint_round_trip_gives_identical_weights_and_reconstructions(trained):
+    saved = torch.load(harness.latest_checkpoint(trained), map_location="cpu")["pipeline"]
+    first, _, step = _load(trained)
+    assert step == 2
+    loaded = first.state_dict()
+    for key, value in saved.items():
+        torch.testing.assert_close(loaded[key].cpu(), value, rtol=0, atol=0, msg=key)
+    second, _, _ = _load(trained)
+    views = first.datamanager.eval_object(0, num_inputs=1)
+    _, renders_a = first.reconstruct_object(views, views.input_views[0])
+    _, renders_b = second.reconstruct_object(views, views.input_views[0])
+    torch.testing.assert_close(renders_a, renders_b)
+    assert renders_a.shape == (5, 3, 16, 16)
+
+
+def test_ns_eval_writes_the_reconstruction_json(trained, tmp_path):
+    out = harness.evaluate(trained, output_path=tmp_path / "eval.json", render_output_path=tmp_path / "renders")
+    results = out["results"]
+    assert out["method_name"] == "renderdiffusion-small"
+    assert results["num_objects"] == 2.0 and results["t_r"] == 0.0
+    for key in ("psnr", "ssim", "psnr_std"):
+        assert np.isfinite(results[key]), key
+    assert 0 < results["psnr"] < 60 and -1 <= results["ssim"] <= 1
+    assert json.loads((tmp_path / "eval.json").read_text())["results"] == results
+    assert len(list((tmp_path / "renders").glob("object_*.png"))) == 2
+
+
+def test_resume_continues_the_ema_and_step(trained, floor_objects, tmp_path):
+    config = harness.train("renderdiffusion-small", floor_objects, tmp_path, max_num_iterations=2,
+                           flags=[*TINY_FLAGS, "--load-dir", str(trained.parent / "nerfstudio_models")])
+    checkpoint = torch.load(harness.latest_checkpoint(config), map_location="cpu")
+    assert checkpoint["step"] == 4
+    assert int(checkpoint["pipeline"]["_model.ema_updates"]) == 5
+
+
+def test_sample_and_inpaint_commands(trained, floor_objects, tmp_path):
+    assert cli_main(["sample", "renderdiffusion", "--load-config", str(trained), "--output", str(tmp_path / "s"),
+                     "--num", "2", "--num-steps", "3", "--num-views", "4", "--scale", "1"]) == 0
+    strip = Image.open(tmp_path / "s" / "sample_001_turntable.png")
+    assert strip.size == (4 * 16, 16)
+    assert Image.open(tmp_path / "s" / "sample_000_turntable.gif").n_frames == 4
+
+    image_path = sorted((floor_objects / "test").glob("*/rgb/*.png"))[0]
+    mask = np.zeros((16, 16), np.uint8)
+    mask[5:11, 5:11] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert cli_main(["inpaint", "renderdiffusion", "--load-config", str(trained), "--image", str(image_path),
+                     "--mask", str(tmp_path / "mask.png"), "--output", str(tmp_path / "i"), "--num-steps", "3",
+                     "--num-views", "3", "--scale", "1"]) == 0
+    original = np.asarray(Image.open(image_path).convert("RGB"))
+    inpainted = np.asarray(Image.open(tmp_path / "i" / "inpainted.png"))
+    keep = mask == 0
+    assert np.abs(inpainted[keep].astype(int) - original[keep].astype(int)).max() <= 1  # known pixels kept
+    assert Image.open(tmp_path / "i" / "inpainted_turntable.png").size == (3 * 16, 16)
+
+
+def test_inpaint_rejects_an_empty_mask(trained, floor_objects, tmp_path):
+    from ns_diffusion_methods.errors import DataError
+    from ns_diffusion_methods.methods.renderdiffusion.commands import InpaintCommand
+
+    image_path = sorted((floor_objects / "test").glob("*/rgb/*.png"))[0]
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "empty.png")
+    with pytest.raises(DataError, match="no white pixels"):
+        InpaintCommand(load_config=trained, image=image_path, mask=tmp_path / "empty.png", output=tmp_path).main()

@@ -1,0 +1,112 @@
+"""difix3d-nerfacto and difix3d-splat end to end on CPU: ns-train with the tiny fixer, pseudo views at the configured
+steps and walking toward their targets, --load-dir (own checkpoints and stock nerfacto's), ns-eval, ns-render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import harness
+import pytest
+import torch
+
+from ns_diffusion_methods.dataset_updates.pseudo_views import PseudoViews, nearest_pose_indices, pose_distance
+
+#: the small presets, made smaller still: few rays, few targets, rounds at steps 3, 7, 11
+TINY_NERFACTO = ["--pipeline.model.num-levels", "4", "--pipeline.model.log2-hashmap-size", "12",
+                 "--pipeline.model.max-res", "64"]
+FAST = {
+    "difix3d-nerfacto-small": ["--pipeline.datamanager.train-num-rays-per-batch", "256",
+                               "--pipeline.datamanager.patch-size", "8", *TINY_NERFACTO],
+    "difix3d-splat-small": ["--pipeline.model.num-random", "500"],
+}
+ROUNDS = ["--pipeline.fixer.model", "tiny", "--pipeline.max-targets", "2", "--pipeline.steps-per-fix", "4",
+          "--pipeline.fix-start-step", "3", "--pipeline.fix-batch-size", "2"]
+ITERATIONS = 12
+EXPECTED_ROUND_STEPS = [3, 7, 11]
+METHODS = ["difix3d-nerfacto-small", "difix3d-splat-small"]
+
+
+def checkpoint_state(config_path: Path) -> dict:
+    return torch.load(harness.latest_checkpoint(config_path), map_location="cpu", weights_only=False)
+
+
+def pseudo_views_of(state: dict) -> PseudoViews:
+    views = PseudoViews.empty()
+    views.load_state_dict({k[len("pseudo_views."):]: v for k, v in state["pipeline"].items()
+                           if k.startswith("pseudo_views.")})
+    return views
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def trained(request, sparse_views_capture, tmp_path_factory):
+    """(method, config.yml) of a 12-step run with pseudo-view rounds at steps 3, 7 and 11."""
+    method = request.param
+    output = tmp_path_factory.mktemp(method)
+    config = harness.train(method, sparse_views_capture, output, [*FAST[method], *ROUNDS],
+                           max_num_iterations=ITERATIONS)
+    return method, config
+
+
+def test_pseudo_views_appear_at_the_configured_steps_and_approach_their_targets(trained, sparse_views_capture):
+    method, config = trained
+    state = checkpoint_state(config)
+    views = pseudo_views_of(state)
+    assert len(views) == 2
+    assert int(views.rounds) == len(EXPECTED_ROUND_STEPS)
+    assert int(views.last_round_step) == EXPECTED_ROUND_STEPS[-1]
+    assert bool(views.filled.all())
+    assert views.images.last_step.tolist() == [EXPECTED_ROUND_STEPS[-1]] * 2  # replaced every round
+    assert views.images.updates.tolist() == [len(EXPECTED_ROUND_STEPS)] * 2
+
+    # each pseudo camera started at the training camera nearest its target and moved 0.5 per round
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    outputs = NerfstudioDataParserConfig(data=sparse_views_capture).setup().get_dataparser_outputs("train")
+    training = outputs.cameras.camera_to_worlds
+    start = training[nearest_pose_indices(views.targets, training)]
+    expected = torch.clamp(pose_distance(start, views.targets) - 0.5 * len(EXPECTED_ROUND_STEPS), min=0.0)
+    torch.testing.assert_close(views.distances_to_targets(), expected, atol=1e-4, rtol=0)
+    assert bool((expected > 0).all())  # still walking: the distances really shrank by 1.5
+    # no fixer weights in the checkpoint
+    assert not [k for k in state["pipeline"] if "fixer" in k or "unet" in k or "vae" in k]
+
+
+def test_pseudo_views_are_logged_as_images(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _method, config = trained
+    events = EventAccumulator(str(config.parent), size_guidance={"images": 0}).Reload()
+    tags = events.Tags()["images"]
+    assert "PseudoViews/000" in tags and "PseudoViews/001" in tags
+
+
+def test_load_dir_restores_the_pseudo_views(trained, sparse_views_capture, tmp_path):
+    method, config = trained
+    before = pseudo_views_of(checkpoint_state(config)).state_dict()
+    resumed = harness.train(method, sparse_views_capture, tmp_path, [
+        *FAST[method], "--pipeline.fixer.model", "tiny", "--pipeline.max-targets", "2",
+        "--pipeline.fix-start-step", "1000",  # no new round while resuming: the views must be the loaded ones
+        "--load-dir", str(config.parent / "nerfstudio_models")], max_num_iterations=2)
+    state = checkpoint_state(resumed)
+    assert state["step"] == ITERATIONS + 1  # resumed at step 12, ran steps 12 and 13
+    after = pseudo_views_of(state).state_dict()
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+
+
+def test_ns_eval_writes_metrics_for_rgb_and_rgb_fixed(trained):
+    _method, config = trained
+    results = harness.evaluate(config)
+    metrics = results["results"]
+    for key in ("psnr", "ssim", "psnr_fixed", "ssim_fixed"):
+        assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
+    assert (config.parent / "eval.json").is_file()
+
+
+def test_ns_render_writes_rgb_fixed_frames(trained, tmp_path):
+    _method, config = trained
+    frames = harness.render_dataset(config, tmp_path / "renders", split="test", outputs=("rgb_fixed",))
+    assert len(frames) == 8  # one per evaluation view
+    assert all("rgb_fixed" in str(f) for f in frames)

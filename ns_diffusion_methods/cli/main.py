@@ -17,12 +17,19 @@ from rich.console import Console
 
 #: command -> (module, dataclass with a main() method, help). Nested commands use "outer inner".
 COMMANDS: Dict[str, Tuple[str, str, str]] = {
+    "demo": ("ns_diffusion_methods.methods.mald_nerf.demo", "DemoCommand", "Remove an object from a synthetic 3D capture with MALD-NeRF on the CPU: capture, train, evaluate, before/after picture."),
     "sample ssdnerf": ("ns_diffusion_methods.methods.ssdnerf.sample", "SampleSSDNeRF",
                        "Generate objects with a trained SSDNeRF run (DDIM) and write turntables."),
     "sample renderdiffusion": ("ns_diffusion_methods.methods.renderdiffusion.commands", "SampleCommand",
                                "Generate objects with a trained RenderDiffusion run and write turntables."),
     "inpaint renderdiffusion": ("ns_diffusion_methods.methods.renderdiffusion.commands", "InpaintCommand",
                                 "3D-aware RePaint inpainting of an image with a trained RenderDiffusion run."),
+    "fix": ("ns_diffusion_methods.fixers.cli", "FixCommand",
+            "Repair renders with the Difix single-step diffusion fixer (optionally with reference images)."),
+    "train-fixer": ("ns_diffusion_methods.fixers.cli", "TrainFixerCommand",
+                    "Fine-tune Difix on (degraded render, clean image[, reference]) pairs."),
+    "fixer-pairs": ("ns_diffusion_methods.fixers.cli", "FixerPairsCommand",
+                    "Make fixer training pairs from a nerfstudio run (renders vs. real images, nearest reference)."),
     "benchmark": ("ns_diffusion_methods.benchmark.runner", "BenchmarkCommand",
                   "Run a benchmark defined in configs/benchmarks/ and write JSON, Markdown and a plot."),
     "customize": ("ns_diffusion_methods.inpainters.customization", "CustomizeCommand",

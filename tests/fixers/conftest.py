@@ -44,3 +44,12 @@ def write_synthetic_pairs(folder: Path, count: int, *, size: int = 32, test_coun
 def synthetic_pairs():
     """:func:`write_synthetic_pairs`, for tests that write pair folders."""
     return write_synthetic_pairs
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models are thousands of small ops: one thread avoids OpenMP synchronisation (very slow on a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,130 @@
+"""``ns-diffusion fix``, ``ns-diffusion train-fixer`` and ``ns-diffusion fixer-pairs``.
+
+    ns-diffusion fix --input renders/ --reference train_images/ --output fixed/ [--model nvidia/difix_ref]
+    ns-diffusion fixer-pairs --load-config outputs/scene/nerfacto/RUN/config.yml --output pairs/
+    ns-diffusion train-fixer --data pairs/data.json --output-dir outputs/my-fixer
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple
+
+from ns_diffusion_methods.errors import DataError
+from ns_diffusion_methods.fixers.base import list_images
+from ns_diffusion_methods.fixers.training import FixerTrainingConfig
+
+
+def match_references(inputs: List[Path], reference: Optional[Path]) -> List[Optional[Path]]:
+    """The reference file of each input: one file for all; in a folder the file with the same stem, else the file
+    at the same position (the folders must then hold equally many images)."""
+    if reference is None:
+        return [None] * len(inputs)
+    references = list_images(reference)
+    if Path(reference).is_file():
+        return [references[0]] * len(inputs)
+    by_stem: Dict[str, Path] = {p.stem: p for p in references}
+    if all(p.stem in by_stem for p in inputs):
+        return [by_stem[p.stem] for p in inputs]
+    if len(references) == len(inputs):
+        return list(references)
+    raise DataError(f"Cannot pair the {len(inputs)} inputs with the {len(references)} references in {reference}: "
+                    f"give each reference the name of its input, or the same number of images in the same order.")
+
+
+@dataclass
+class FixCommand:
+    """Repair renders with Difix: one fixed image per input, with the same name, in --output."""
+
+    input: Path
+    """An image, or a folder of images, to fix."""
+    output: Path
+    """Folder for the fixed images (created; must differ from the input folder)."""
+    reference: Optional[Path] = None
+    """Reference image(s): one image for all inputs, or a folder (matched by name, else by sorted order)."""
+    model: str = "nvidia/difix_ref"
+    """nvidia/difix_ref, nvidia/difix, a folder in the same layout (train-fixer output), or tiny."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto = CUDA when available."""
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto = bf16 on CUDA, fp32 on CPU."""
+    chunk_size: int = 2
+    """Images per network pass (lower it to bound memory)."""
+    seed: int = 42
+    """Seed of the VAE posterior sample."""
+    resolution: Optional[Tuple[int, int]] = None
+    """Working size (H, W); default: each image's size rounded to a multiple of 8."""
+
+    def main(self) -> int:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from ns_diffusion_methods.compat.device import default_device_type
+        from ns_diffusion_methods.fixers.base import FixerConfig, save_image
+
+        console = Console(stderr=True)
+        inputs = list_images(self.input)
+        references = match_references(inputs, self.reference)
+        if self.output.resolve() in {p.parent.resolve() for p in inputs}:
+            raise DataError(f"--output {self.output} is the input folder: the fixed images would overwrite the "
+                            f"renders. Choose another folder.")
+        self.output.mkdir(parents=True, exist_ok=True)
+        device = default_device_type() if self.device == "auto" else self.device
+        config = FixerConfig(model=self.model, dtype=self.dtype, chunk_size=self.chunk_size, seed=self.seed,
+                             resolution=self.resolution)
+        console.print(f"Loading {self.model} on {device} ...")
+        fixer = config.setup(device=device)
+        columns = (TextColumn("[bold]fix"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("fix", total=len(inputs))
+            for start in range(0, len(inputs), self.chunk_size):
+                chunk = slice(start, start + self.chunk_size)
+                fixed = fixer.fix_images(inputs[chunk], references[chunk], seed=self.seed + start)
+                for path, image in zip(inputs[chunk], fixed):
+                    save_image(image, self.output / path.name)
+                progress.update(task, advance=len(fixed))
+        console.print(f"Wrote {len(inputs)} fixed image(s) to {self.output}.")
+        return 0
+
+
+@dataclass
+class TrainFixerCommand(FixerTrainingConfig):
+    """Fine-tune Difix on (degraded render, clean image[, reference]) pairs (Difix3D+'s recipe)."""
+
+    def main(self) -> int:
+        from ns_diffusion_methods.fixers.training import train_fixer
+
+        train_fixer(self)
+        return 0
+
+
+@dataclass
+class FixerPairsCommand:
+    """Make fixer training pairs from a trained nerfstudio run: renders of held-out (or training) views against the
+    real images, with the nearest training image as reference (Difix3D+'s data curation)."""
+
+    load_config: Path
+    """config.yml of a nerfstudio run trained on a subset of the views (for --split eval) or stopped early (for
+    --split train)."""
+    output: Path = Path("fixer-pairs")
+    """Folder for the images and data.json (pairs of several runs can be collected in one folder)."""
+    split: Literal["eval", "train"] = "eval"
+    """eval: render the held-out views (sparse-reconstruction artifacts); train: render the training views
+    (under-fitting artifacts)."""
+    reference: bool = True
+    """Attach the nearest training image as reference view."""
+    test_fraction: float = 0.1
+    """Fraction of the pairs kept for held-out evaluation ("test" in data.json), chosen by a hash of the name."""
+    max_images: Optional[int] = None
+    """Render at most this many views."""
+
+    def main(self) -> int:
+        from rich.console import Console
+
+        from ns_diffusion_methods.fixers.curation import pairs_from_run
+
+        index = pairs_from_run(self.load_config, self.output, split=self.split, reference=self.reference,
+                               test_fraction=self.test_fraction, max_images=self.max_images)
+        Console(stderr=True).print(f"Pairs written to {index}; train with `ns-diffusion train-fixer --data {index}`.")
+        return 0

@@ -59,19 +59,60 @@ def plucker_coordinates(origins: Tensor, directions: Tensor) -> Tensor:
     return torch.cat([directions, torch.linalg.cross(origins, directions, dim=-1)], dim=-1)
 
 
-def frame_rotations(camera_to_worlds: Tensor, mode: Literal["world", "view"]) -> Tensor:
+def frame_rotations(camera_to_worlds: Tensor, mode: Literal["world", "yaw", "view"]) -> Tensor:
     """World -> triplane-frame rotations ``[B, 3, 3]``.
 
-    ``world``: the identity (the triplane lives in the dataset's aligned world frame). ``view``: the frame's axes
-    are the input camera's axes (right, up, backward), its origin stays the scene centre, so every input camera has
-    the same orientation in its own frame (the paper's object-centric alternative).
+    - ``world``: the identity (the triplane lives in the dataset's aligned world frame).
+    - ``yaw``: the world frame turned about its up axis (+z) so that the input camera sits at azimuth 0 (on the +x
+      side); gravity stays aligned, so the floor is horizontal in every triplane, and the input camera's pose in
+      the frame depends only on its elevation and distance.
+    - ``view``: the frame's axes are the input camera's axes (right, up, backward), its origin the scene centre, so
+      every input camera has the same pose in its own frame.
     """
     B = camera_to_worlds.shape[0]
     if mode == "world":
         return torch.eye(3, dtype=camera_to_worlds.dtype, device=camera_to_worlds.device).expand(B, 3, 3)
+    if mode == "yaw":
+        position = camera_to_worlds[:, :, 3]
+        azimuth = torch.atan2(position[:, 1], position[:, 0])  # 0 for a camera straight above the origin
+        cos, sin = torch.cos(azimuth), torch.sin(azimuth)
+        zeros, ones = torch.zeros_like(cos), torch.ones_like(cos)
+        return torch.stack([torch.stack([cos, sin, zeros], -1), torch.stack([-sin, cos, zeros], -1),
+                            torch.stack([zeros, zeros, ones], -1)], dim=-2)  # R_z(-azimuth)
     if mode == "view":
         return camera_to_worlds[:, :, :3].transpose(1, 2)
-    raise ValueError(f"`triplane_frame` must be 'world' or 'view', but is {mode!r}.")
+    raise ValueError(f"`triplane_frame` must be 'world', 'yaw' or 'view', but is {mode!r}.")
+
+
+def image_aligned_planes(planes: Tensor, mode: Literal["world", "yaw", "view"]) -> Tensor:
+    """Lay the encoder's image-shaped feature maps onto the planes so that image axes match frame axes.
+
+    The U-Net's output ``[B, 3, C, N, N]`` is indexed like the image (row down, column right). In the ``yaw`` and
+    ``view`` frames the input camera has a known orientation, so each plane can be oriented such that a feature
+    computed at an image location lands where that location's 3D points project: e.g. in the ``yaw`` frame image
+    columns run along +y and image rows along -z, so the y-z plane (the frontal plane) is the feature map flipped
+    upside down. A convolutional encoder then needs no global re-arrangement. In the ``world`` frame no such
+    orientation exists and the planes are returned unchanged.
+
+    Args:
+        planes: ``[B, 3, C, N, N]`` (xy, xz, yz; plane rows index the second axis, columns the first).
+        mode: the triplane frame.
+    """
+    if mode == "world":
+        return planes
+    xy, xz, yz = planes.unbind(dim=1)
+    if mode == "yaw":
+        # camera on +x looking towards -x: columns -> +y, rows -> -z, rows (down the image) -> nearer, i.e. +x
+        xy = xy.transpose(-1, -2)  # v = y <- columns, u = x <- rows
+        xz = xz.flip(-2)  # v = z <- rows flipped
+        yz = yz.flip(-2)  # v = z <- rows flipped, u = y <- columns
+    elif mode == "view":
+        # columns -> +x, rows -> -y
+        xy = xy.flip(-2)  # v = y <- rows flipped, u = x <- columns
+        yz = yz.flip(-2).transpose(-1, -2)  # u = y <- rows flipped
+    else:
+        raise ValueError(f"`triplane_frame` must be 'world', 'yaw' or 'view', but is {mode!r}.")
+    return torch.stack([xy, xz, yz], dim=1)
 
 
 def to_frame(camera_to_worlds: Tensor, rotations: Tensor) -> Tensor:

@@ -29,7 +29,8 @@ from torch.nn import Parameter
 from ns_diffusion_methods.methods.renderdiffusion.decoder import TriplaneDecoderConfig
 from ns_diffusion_methods.methods.renderdiffusion.diffusion import ImageDiffusion, ImageDiffusionConfig
 from ns_diffusion_methods.methods.renderdiffusion.encoder import TriplaneEncoderConfig
-from ns_diffusion_methods.methods.renderdiffusion.geometry import frame_rotations, pixel_rays, to_frame
+from ns_diffusion_methods.methods.renderdiffusion.geometry import (frame_rotations, image_aligned_planes, pixel_rays,
+                                                                   to_frame)
 from ns_diffusion_methods.methods.renderdiffusion.procedures import Triplanes
 from ns_diffusion_methods.triplane.rendering import BoxVolumeRendererConfig
 
@@ -57,10 +58,12 @@ class RenderDiffusionModelConfig(ModelConfig):
     (0, 0, 0): the denoiser adds its own background (see ``background``)."""
     diffusion: ImageDiffusionConfig = field(default_factory=ImageDiffusionConfig)
     """The DDPM (T, β schedule, reverse steps)."""
-    triplane_frame: Literal["world", "view"] = "world"
-    """Frame of the triplane (the paper does not say): ``world`` = the dataset's aligned object frame (the encoder
-    must then see the camera, see ``encoder.camera_conditioning``); ``view`` = axes of the input camera, origin at the
-    scene centre (every input camera has the same pose in its own frame; novel views use relative poses)."""
+    triplane_frame: Literal["world", "yaw", "view"] = "yaw"
+    """Frame of the triplane (the paper does not say). ``world``: the dataset's aligned frame (the encoder must then
+    see the camera, see ``encoder.camera_conditioning``). ``yaw``: the world frame turned about the up axis so the
+    input camera is at azimuth 0 (floor stays horizontal; default). ``view``: the input camera's own axes. In
+    ``yaw`` and ``view`` the encoder's feature maps are laid onto the planes image-aligned (see
+    ``geometry.image_aligned_planes``) and novel views use poses relative to the input camera."""
     background: Literal["learned", "white", "black"] = "learned"
     """Colour seen by rays that leave the box without hitting anything. RenderDiffusion's scenes have a backdrop,
     so one colour is learned by default."""
@@ -102,7 +105,7 @@ class RenderDiffusionDenoiser(nn.Module):
         """e_φ: x_t ``[B, 3, H, W]`` -> triplanes in the configured frame."""
         rotations = frame_rotations(camera_to_worlds, self.config.triplane_frame)
         planes = self.encoder(noisy_image, timesteps, to_frame(camera_to_worlds, rotations), intrinsics)
-        return Triplanes(planes=planes, rotations=rotations)
+        return Triplanes(planes=image_aligned_planes(planes, self.config.triplane_frame), rotations=rotations)
 
     def field(self, planes: Tensor):
         """The renderer's field ``(xyz, directions) -> (density [B, M], rgb [B, M, 3])`` of ``planes``."""

@@ -45,11 +45,12 @@ def test_encoder_output_depends_on_the_camera_only_when_conditioned(conditioning
     torch.testing.assert_close(planes[0], planes[1])
 
 
-def test_view_frame_is_equivariant_to_turning_the_input_camera():
-    """In the view frame the encoder sees the input camera in its own frame, so turning the input camera about the
-    scene's up axis gives the same triplane, and renders of correspondingly turned cameras are the same images."""
+@pytest.mark.parametrize("frame", ["yaw", "view"])
+def test_camera_relative_frames_are_equivariant_to_turning_the_input_camera(frame):
+    """In the yaw and view frames the encoder sees the input camera in its own frame, so turning the input camera
+    about the scene's up axis gives the same triplane, and renders of correspondingly turned cameras are the same."""
     torch.manual_seed(0)
-    denoiser = RenderDiffusionDenoiser(_config("plucker", "view"), SIZE).eval()
+    denoiser = RenderDiffusionDenoiser(_config("plucker", frame), SIZE).eval()
     image = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
     c2w, intrinsics = _cameras()
     turned = turntable(c2w[0], 5)[2:3]  # input camera turned by 144 degrees about +z
@@ -129,3 +130,41 @@ def test_reconstruction_at_t0_is_one_clean_pass():
     procedures.reconstruct(denoiser, diffusion, image, c2w[:1], intrinsics[:1], t_r=40, num_steps=3,
                            generator=torch.Generator().manual_seed(0))
     assert [t for t, _ in denoiser.inputs] == [40, 20, 0]
+
+
+def test_yaw_frame_keeps_gravity_and_puts_the_camera_at_azimuth_zero():
+    from ns_diffusion_methods.methods.renderdiffusion.geometry import frame_rotations, to_frame
+
+    c2w, _ = _cameras()
+    in_frame = to_frame(c2w, frame_rotations(c2w, "yaw"))
+    position = in_frame[:, :, 3]
+    torch.testing.assert_close(position[:, 1], torch.zeros(2), atol=1e-6, rtol=0)  # on the x-z half plane
+    assert (position[:, 0] > 0).all()
+    torch.testing.assert_close(position[:, 2], c2w[:, 2, 3])  # height unchanged: +z stays up
+    torch.testing.assert_close(position.norm(dim=-1), c2w[:, :, 3].norm(dim=-1))
+
+
+@pytest.mark.parametrize("frame", ["yaw", "view"])
+def test_image_aligned_planes_put_image_features_where_their_points_project(frame):
+    """A feature computed at the image location of a 3D point lands on each frontal plane at that point's side."""
+    from ns_diffusion_methods.methods.renderdiffusion.geometry import (frame_rotations, image_aligned_planes,
+                                                                       project_points, to_frame)
+
+    N = 32
+    world_cam = look_at(torch.tensor([[1.8, 1.6, 1.1]]))
+    cam = to_frame(world_cam, frame_rotations(world_cam, frame))[0]  # the input camera in the triplane frame
+    intrinsics = torch.tensor([33.0, 33.0, 16.0, 16.0])
+    right, up = cam[:, 0], cam[:, 1]
+    # frontal plane of this frame: the plane spanned by the two axes the image rows/columns follow
+    frontal = {"yaw": 2, "view": 0}[frame]  # yz in the yaw frame, xy in the view frame
+    (u_axis, v_axis) = ((1, 2), (0, 1))[0 if frame == "yaw" else 1]
+    for sign_right, sign_up in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+        point = 0.5 * sign_right * right + 0.5 * sign_up * up
+        uv, _ = project_points(point[None], cam, intrinsics)
+        col, row = (int(v) for v in uv[0].floor())
+        feature_map = torch.zeros(1, 3, 1, N, N)
+        feature_map[0, :, 0, row, col] = 1.0
+        planes = image_aligned_planes(feature_map, frame)
+        hot = torch.nonzero(planes[0, frontal, 0])[0]  # (plane row = v index, plane column = u index)
+        v_coord, u_coord = (-1 + (2 * hot.float() + 1) / N).tolist()
+        assert u_coord * float(point[u_axis]) > 0 and v_coord * float(point[v_axis]) > 0, (frame, point, hot)

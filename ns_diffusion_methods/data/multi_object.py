@@ -19,6 +19,7 @@ knows which object each image shows, and serves:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -387,4 +388,6 @@ def _views_of_objects(dataset: InputDataset) -> List[Tensor]:
 def rays_for_pixels(cameras: Cameras, indices: Tensor) -> RayBundle:
     """Rays through pixel centres: ``indices [N, 3]`` = (camera, row, column) -> ``RayBundle [N]``."""
     coords = indices[:, 1:].to(torch.float32) + 0.5  # pixel centres, (y, x)
-    return cameras.generate_rays(camera_indices=indices[:, :1], coords=coords)
+    with warnings.catch_warnings():  # nerfstudio 1.1.5 indexes with a list (a torch deprecation warning per call)
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
+        return cameras.generate_rays(camera_indices=indices[:, :1], coords=coords)

@@ -16,6 +16,7 @@ fine-tuning can use the prior, only the rendering loss, or be skipped.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Literal, Optional, Sequence
@@ -69,7 +70,9 @@ def camera_rays(cameras: Cameras) -> tuple:
     """Pixel-centre rays of every camera: ``origins, directions [V, H, W, 3]``."""
     origins, directions = [], []
     for i in range(cameras.shape[0]):
-        bundle = cameras.generate_rays(camera_indices=i, keep_shape=True)
+        with warnings.catch_warnings():  # nerfstudio 1.1.5 indexes with a list (a torch deprecation warning)
+            warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
+            bundle = cameras.generate_rays(camera_indices=i, keep_shape=True)
         origins.append(bundle.origins)
         directions.append(bundle.directions)
     return torch.stack(origins), torch.stack(directions)

@@ -92,15 +92,15 @@ mald_nerf_small_config = TrainerConfig(
     steps_per_eval_image=500,
     steps_per_eval_all_images=0,
     steps_per_save=500,
-    max_num_iterations=1500,
+    max_num_iterations=1000,
     mixed_precision=True,
     pipeline=MaldNerfPipelineConfig(
         datamanager=MaldNerfDataManagerConfig(train_num_rays_per_batch=256, eval_num_rays_per_batch=256,
                                               mask_patch_size=16, num_mask_patches=2),
         model=MaldNerfModelConfig(
             eval_num_rays_per_chunk=4096, average_init_density=0.01, hidden_dim=32, hidden_dim_color=32,
-            num_levels=8, max_res=256, log2_hashmap_size=15, num_proposal_samples_per_ray=(48, 32),
-            num_nerf_samples_per_ray=24, proposal_weights_anneal_max_num_iters=300, proposal_warmup=300,
+            num_levels=8, max_res=128, log2_hashmap_size=14, num_proposal_samples_per_ray=(32, 16),
+            num_nerf_samples_per_ray=16, proposal_weights_anneal_max_num_iters=300, proposal_warmup=300,
             proposal_net_args_list=[
                 {"hidden_dim": 16, "log2_hashmap_size": 14, "num_levels": 5, "max_res": 64, "use_linear": False},
                 {"hidden_dim": 16, "log2_hashmap_size": 14, "num_levels": 5, "max_res": 128, "use_linear": False},
@@ -109,7 +109,7 @@ mald_nerf_small_config = TrainerConfig(
         discriminator=PatchDiscriminatorConfig(patch_size=16, base_channels=32, max_channels=128),
         inpainter=InpainterConfig(model="opencv"),
         update_every=200,
-        num_updates=5,
+        num_updates=3,
         num_logged_images=4,
     ),
     optimizers=_optimizers(max_steps=10000, disc_lr=0.002 * _LAZY_C),

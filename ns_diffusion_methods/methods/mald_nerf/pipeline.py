@@ -115,7 +115,7 @@ class MaldNerfPipelineConfig(VanillaPipelineConfig):
     # iterative dataset update
     dataset_update: bool = True
     """Re-inpaint the training views from the current renders during training (False: ablation, only the first
-    inpainting)."""
+    inpainting). Classical inpainters (opencv) ignore renders, so with them the updates are skipped."""
     update_every: int = 2500
     """U: training steps between dataset updates (paper value unknown; 1000-2500 [REC], nerfiller 1000)."""
     num_updates: int = 8
@@ -222,8 +222,17 @@ class MaldNerfPipeline(VanillaPipeline):
             return
         if self.config.dataset_update:
             k = update_index(step, self.config.update_every, self.config.num_updates)
-            if k is not None:
-                self.update_dataset(step, k)
+            if k is None:
+                return
+            if not self.inpainter.uses_diffusion:
+                # a classical inpainter ignores the render and the noise level: the update would repeat the first
+                # inpainting exactly, so it is skipped (said once)
+                if not self._training_only.get("skip_noted"):
+                    CONSOLE.print(f"[yellow]Dataset updates skipped: the '{self.config.inpainter.model}' inpainter "
+                                  f"does not start from renders, so they would repeat the first inpainting.[/yellow]")
+                    self._training_only["skip_noted"] = True
+                return
+            self.update_dataset(step, k)
 
     def start_timestep(self, k: int) -> Optional[int]:
         """None (pure noise) for the first inpainting ``k = 0``, else ``t(k)`` in the inpainter's timesteps."""

@@ -1,0 +1,279 @@
+"""Benchmark ``mald-nerf-oracle``: what supervises the inpainted region best when the 2D inpaintings disagree?
+
+The issue's question (MALD-NeRF's central claim): with view-inconsistent inpaintings, pixel and perceptual losses
+inside the mask average the disagreement into blur, a masked adversarial loss does not. To isolate the loss from the
+quality of an inpainting model, every variant trains on the same **oracle** inpaintings:
+
+- the oracle fill of a training view is the true background (the synthetic scene rendered without the removable
+  object at that pose), made **view-inconsistent** the way diffusion inpaintings are: a per-view colour shift
+  (per-channel gain and offset) and a per-view texture jitter (the background translated by a few pixels);
+- only the object region is replaced; captured pixels stay untouched.
+
+Variants (``mald-nerf-small`` sizes, identical except for the loss inside the mask):
+
+- ``masked adversarial``: the paper's method (masked non-saturating GAN loss + feature matching, lazy R1);
+- ``L1 inside``: no adversarial loss, L1 against the oracle fills inside the mask;
+- ``LPIPS inside``: no adversarial loss, LPIPS against the (masked) oracle fills; needs the LPIPS backbone weights and
+  is reported as not run without them;
+- ``nerfacto``: stock nerfacto at the same sizes and rays per step on the same capture (no removal at all), for the
+  time per iteration and as a no-removal reference.
+
+Scores on the object-free test views (``ns-eval``): masked PSNR, M-LPIPS (both definitions, when available),
+the variance of the Laplacian inside the mask (``mask_sharpness``; the ground truth's is ``mask_sharpness_gt``), plus
+full-frame PSNR/SSIM, and the time per training iteration.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Type, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ns_diffusion_methods.inpainters.base import Inpainter, InpainterConfig, check_inputs, composite
+
+#: default parameters (override with ``ns-diffusion benchmark mald-nerf-oracle --set KEY=VALUE``)
+DEFAULTS: Dict[str, Any] = {
+    "seed": 0,
+    "image_size": 64,
+    "num_views": 24,
+    "num_eval_views": 8,
+    "max_num_iterations": 600,
+    "colour_shift": 0.12,
+    "jitter_px": 2,
+}
+
+
+# ------------------------------------------------------------------------------------------------ the oracle
+@dataclass
+class OracleInpainterConfig(InpainterConfig):
+    """An inpainter that returns precomputed fills (the benchmark's view-inconsistent ground-truth background)."""
+
+    _target: Type = field(default_factory=lambda: OracleInpainter)
+    model: str = "oracle"
+    """Name shown in messages (the fills come from ``oracle_file``)."""
+    oracle_file: Path = Path("oracle.pt")
+    """File with ``captured`` and ``fills``, uint8 ``[N, H, W, 3]``: the training images and their oracle fills."""
+
+
+class OracleInpainter(Inpainter):
+    """Looks up each image among the captured training images and returns that view's oracle fill inside the mask.
+
+    The lookup is by content (the closest captured image), so the oracle needs no view index. It ignores
+    ``start_timestep`` and ``source`` like any classical inpainter.
+    """
+
+    uses_diffusion = False
+    customizable = False
+
+    def __init__(self, config: OracleInpainterConfig, device: Union[str, torch.device] = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        data = torch.load(config.oracle_file, map_location="cpu")
+        self.captured = data["captured"].float() / 255.0  # [N, H, W, 3]
+        self.fills = data["fills"].float() / 255.0
+
+    @property
+    def num_train_timesteps(self) -> int:  # noqa: D102
+        return 1000
+
+    @torch.no_grad()
+    def inpaint(self, images: Tensor, masks: Tensor, start_timestep: Optional[int] = None,
+                source: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+        """The oracle fill of each image's view inside its mask, the image itself outside."""
+        check_inputs(images, masks, start_timestep, source, self.num_train_timesteps)
+        fills = []
+        for image in images:
+            query = image.permute(1, 2, 0).cpu()  # [H, W, 3]
+            distance = (self.captured - query[None]).abs().mean(dim=(1, 2, 3))
+            fills.append(self.fills[int(distance.argmin())].permute(2, 0, 1))
+        return composite(images, torch.stack(fills).to(images), masks)
+
+
+def view_inconsistent(background: Tensor, generator: torch.Generator, colour_shift: float, jitter_px: int) -> Tensor:
+    """The background ``[H, W, 3]`` with a random per-channel gain/offset and a random translation (texture jitter).
+
+    Gain ~ U(1 - s, 1 + s), offset ~ U(-s/2, s/2) per channel; the translation is up to ``jitter_px`` pixels along
+    each axis, with replicated borders.
+    """
+    gain = 1 + (torch.rand(3, generator=generator) * 2 - 1) * colour_shift
+    offset = (torch.rand(3, generator=generator) - 0.5) * colour_shift
+    dy, dx = (int(v) for v in torch.randint(-jitter_px, jitter_px + 1, (2,), generator=generator))
+    pad = jitter_px
+    image = F.pad(background.permute(2, 0, 1)[None], (pad, pad, pad, pad), mode="replicate")[0]
+    height, width = background.shape[:2]
+    shifted = image[:, pad + dy:pad + dy + height, pad + dx:pad + dx + width].permute(1, 2, 0)
+    return (shifted * gain + offset).clamp(0, 1)
+
+
+def write_oracle(capture: Path, path: Path, seed: int, colour_shift: float, jitter_px: int) -> Dict[str, float]:
+    """Render the oracle fills of every training view of ``capture`` into ``path``; returns their masked PSNR."""
+    from ns_diffusion_methods.data.object_mask_data import ObjectMaskDataParserConfig
+    from ns_diffusion_methods.data.object_mask_dataset import ObjectMaskDataset
+    from ns_diffusion_methods.metrics import masked_psnr
+    from ns_diffusion_methods.synthetic import render_nerfstudio_cameras
+    from ns_diffusion_methods.synthetic.render import to_image_uint8
+    from ns_diffusion_methods.synthetic.scene import Scene
+
+    outputs = ObjectMaskDataParserConfig(data=capture).setup().get_dataparser_outputs("train")
+    dataset = ObjectMaskDataset(outputs)
+    scene = Scene.from_json(capture / "scene.json")
+    backgrounds = render_nerfstudio_cameras(scene, outputs.cameras, outputs.dataparser_transform,
+                                            outputs.dataparser_scale, include_removable=False)
+    generator = torch.Generator().manual_seed(seed)
+    captured, fills, truth, masks = [], [], [], []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        background = to_image_uint8(backgrounds[index]).float() / 255.0
+        fill = view_inconsistent(background, generator, colour_shift, jitter_px)
+        captured.append(to_image_uint8(item["image"]))
+        fills.append(to_image_uint8(fill))
+        truth.append(background)
+        masks.append(item["object_mask"])
+    torch.save({"captured": torch.stack(captured), "fills": torch.stack(fills)}, path)
+    nchw = lambda xs: torch.stack(xs).permute(0, 3, 1, 2).float()  # noqa: E731
+    fill_images = nchw([f.float() / 255.0 for f in fills])
+    return {"masked_psnr": float(masked_psnr(fill_images, nchw(truth), nchw(masks).bool()))}
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def _train_with_oracle(capture: Path, output: Path, oracle_file: Path, flags: Sequence[str]) -> Path:
+    """``ns-train mald-nerf-small [flags]`` with the oracle inpainter; returns the run's config.yml."""
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+    from nerfstudio.scripts.train import main
+
+    from ns_diffusion_methods.benchmark.nerfstudio_runs import UNATTENDED_FLAGS
+
+    args = ["mald-nerf-small", *UNATTENDED_FLAGS, "--output-dir", str(output), "--data", str(capture), *flags]
+    config = tyro.cli(AnnotatedBaseConfigUnion, args=args)
+    config.pipeline.inpainter = OracleInpainterConfig(oracle_file=oracle_file)
+    main(config)
+    return config.get_base_dir() / "config.yml"
+
+
+def _reset_profiler() -> None:
+    from nerfstudio.utils import profiler
+
+    for item in profiler.PROFILER:
+        item.profiler_dict.clear()
+
+
+def _seconds_per_iteration() -> Optional[float]:
+    """Mean duration of nerfstudio's ``Trainer.train_iteration`` in the last run (the optimisation step alone)."""
+    from nerfstudio.utils import profiler
+
+    if not profiler.PROFILER:
+        return None
+    entry = profiler.PROFILER[0].profiler_dict.get("Trainer.train_iteration")
+    return None if entry is None else float(entry["val"])
+
+
+def run(spec: Dict[str, Any], output_dir: Path, console) -> List[Dict[str, Any]]:
+    """Run the benchmark (see the module docstring); returns one row per variant."""
+    from ns_diffusion_methods.benchmark.nerfstudio_runs import eval_run
+    from ns_diffusion_methods.compat.metrics import lpips_metric
+    from ns_diffusion_methods.synthetic import write_object_removal
+
+    params = {**DEFAULTS, **(spec.get("params") or {})}
+    iterations = int(params["max_num_iterations"])
+    output_dir = Path(output_dir)
+    capture = output_dir / "capture"
+    console.print(f"Writing the object-removal capture to {capture}")
+    write_object_removal(capture, seed=int(params["seed"]), image_size=int(params["image_size"]),
+                         num_views=int(params["num_views"]), num_eval_views=int(params["num_eval_views"]))
+    oracle_file = output_dir / "oracle.pt"
+    oracle = write_oracle(capture, oracle_file, int(params["seed"]), float(params["colour_shift"]),
+                          int(params["jitter_px"]))
+    console.print(f"Oracle fills: masked PSNR {oracle['masked_psnr']:.2f} dB against the true background "
+                  f"(colour shift {params['colour_shift']}, jitter {params['jitter_px']} px)")
+
+    common = ["--max-num-iterations", str(iterations), "--steps-per-save", str(iterations),
+              "--machine.device-type", "cpu" if not torch.cuda.is_available() else "cuda"]
+    variants = [
+        ("masked adversarial", "adversarial (masked)", []),
+        ("L1 inside", "L1", ["--pipeline.adversarial", "False", "--pipeline.model.inside-l1-loss-mult", "1.0"]),
+        ("LPIPS inside", "LPIPS", ["--pipeline.adversarial", "False", "--pipeline.inside-lpips-loss-mult", "1.0"]),
+    ]
+    rows: List[Dict[str, Any]] = []
+    for name, inside, flags in variants:
+        row: Dict[str, Any] = {"name": name, "loss_inside": inside}
+        if "LPIPS" in name and not getattr(lpips_metric(normalize=True), "available", True):
+            row["status"] = "not run: LPIPS backbone weights unavailable offline"
+            rows.append(row)
+            console.print(f"[yellow]{name}: {row['status']}[/yellow]")
+            continue
+        console.rule(name)
+        _reset_profiler()
+        start = time.perf_counter()
+        config = _train_with_oracle(capture, output_dir / "runs" / name.replace(" ", "-"), oracle_file,
+                                    [*common, *flags])
+        row["train_s"] = time.perf_counter() - start
+        row["s_per_iter"] = _seconds_per_iteration()
+        row.update(_scores(eval_run(config)["results"]))
+        row["status"] = "ok"
+        rows.append(row)
+
+    console.rule("nerfacto (stock model and losses, same sizes)")
+    _reset_profiler()
+    start = time.perf_counter()
+    config = _train_nerfacto(capture, output_dir / "runs" / "nerfacto", iterations)
+    row = {"name": "nerfacto", "loss_inside": "none (no removal)", "train_s": time.perf_counter() - start,
+           "s_per_iter": _seconds_per_iteration()}
+    row.update(_scores(eval_run(config)["results"]))
+    row["status"] = "ok"
+    rows.append(row)
+    rows.append({"name": "oracle fills (training views)", "loss_inside": "-", "masked_psnr": oracle["masked_psnr"],
+                 "status": "reference: the inconsistent targets themselves"})
+    return rows
+
+
+def _scores(results: Dict[str, float]) -> Dict[str, float]:
+    keys = ("masked_psnr", "m_lpips", "m_lpips_bbox", "mask_sharpness", "mask_sharpness_gt", "psnr", "ssim", "lpips",
+            "fid", "kid")
+    return {key: results[key] for key in keys if key in results}
+
+
+def _train_nerfacto(capture: Path, output: Path, iterations: int) -> Path:
+    """Stock nerfacto (its model, losses and optimisers) at mald-nerf-small's sizes and rays per step.
+
+    The datamanager is nerfstudio's VanillaDataManager (as mald-nerf's), not nerfacto's default parallel one, whose
+    worker process would compete for the same CPU cores and blur the time comparison.
+    """
+    import copy
+
+    from nerfstudio.configs.method_configs import method_configs
+    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+    from nerfstudio.models.nerfacto import NerfactoModelConfig
+    from nerfstudio.scripts.train import main
+
+    from ns_diffusion_methods.methods.mald_nerf.config import mald_nerf_small_config as small
+
+    config = copy.deepcopy(method_configs["nerfacto"])
+    mald_model, mald_dm = small.pipeline.model, small.pipeline.datamanager
+    shared = {name: getattr(mald_model, name) for name in NerfactoModelConfig.__dataclass_fields__
+              if name != "_target"}
+    config.pipeline.model = NerfactoModelConfig(**copy.deepcopy(shared))
+    rays = mald_dm.train_num_rays_per_batch + mald_dm.num_mask_patches * mald_dm.mask_patch_size ** 2
+    config.pipeline.datamanager = VanillaDataManagerConfig(
+        dataparser=NerfstudioDataParserConfig(data=capture, eval_mode="filename"), data=capture,
+        train_num_rays_per_batch=rays, eval_num_rays_per_batch=rays)
+    config.optimizers = {k: v for k, v in copy.deepcopy(small.optimizers).items() if k != "discriminator"}
+    config.output_dir = output
+    config.max_num_iterations = iterations
+    config.steps_per_save = iterations
+    config.steps_per_eval_image = small.steps_per_eval_image
+    config.steps_per_eval_batch = small.steps_per_eval_batch
+    config.steps_per_eval_all_images = small.steps_per_eval_all_images
+    config.mixed_precision = small.mixed_precision
+    config.machine.device_type = small.machine.device_type
+    config.vis = "tensorboard"
+    config.viewer.quit_on_train_completion = True
+    config.timestamp = "run"
+    main(config)
+    return config.get_base_dir() / "config.yml"

@@ -31,7 +31,6 @@ Weights layout (``from_pretrained`` / ``save_pretrained``), that of the publishe
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import tempfile
@@ -703,12 +702,3 @@ class DifixFixer(Fixer):
             start = stop
         return output
 
-
-def default_fixer_config(**overrides: Any) -> FixerConfig:
-    """A :class:`FixerConfig` with ``overrides`` (convenience for scripts and tests)."""
-    config = copy.deepcopy(FixerConfig())
-    for key, value in overrides.items():
-        if not hasattr(config, key):
-            raise ValueError(f"FixerConfig has no field {key!r}.")
-        setattr(config, key, value)
-    return config

@@ -162,3 +162,9 @@ def test_fresh_adapters_start_a_plain_sd_vae_as_the_plain_vae(tiny_difix, tmp_pa
     for name, param in fresh.vae.named_parameters():
         if ".lora_" not in name and "skip_conv_" not in name:
             torch.testing.assert_close(param, state[name])
+
+
+def test_an_unavailable_hub_model_is_an_error_naming_it_never_random_weights():
+    # the test suite is offline and the Hugging Face cache holds no Difix weights
+    with pytest.raises(ModelUnavailableError, match="nvidia/difix_ref"):
+        DifixModel.from_pretrained("nvidia/difix_ref")

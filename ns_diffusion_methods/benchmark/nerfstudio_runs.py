@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 #: flags for unattended runs: no viewer waiting after training, no wandb, a fixed run folder name
 UNATTENDED_FLAGS: List[str] = [
@@ -22,7 +22,7 @@ UNATTENDED_FLAGS: List[str] = [
 
 
 def train_run(method: str, data: Path, output_dir: Path, flags: Sequence[str] = (),
-              dataparser: Sequence[str] = ()) -> Tuple[Path, float]:
+              dataparser: Sequence[str] = (), configure: Optional[Callable[[Any], None]] = None) -> Tuple[Path, float]:
     """Run ``ns-train METHOD [UNATTENDED_FLAGS] --output-dir OUT --data DATA [flags] [dataparser...]``.
 
     Args:
@@ -31,6 +31,8 @@ def train_run(method: str, data: Path, output_dir: Path, flags: Sequence[str] = 
         output_dir: ``--output-dir``.
         flags: further ``ns-train`` flags (later flags win).
         dataparser: the dataparser subcommand and its flags, e.g. ``["nerfstudio-data", "--eval-mode", "filename"]``.
+        configure: optional ``configure(config)`` called on the parsed ``TrainerConfig`` before training, for settings
+            no flag can express (e.g. a component config class of its own); it ends up in ``config.yml`` like a flag.
 
     Returns:
         The run's ``config.yml`` and the training wall time in seconds.
@@ -41,6 +43,8 @@ def train_run(method: str, data: Path, output_dir: Path, flags: Sequence[str] = 
 
     args = [method, *UNATTENDED_FLAGS, "--output-dir", str(output_dir), "--data", str(data), *flags, *dataparser]
     config = tyro.cli(AnnotatedBaseConfigUnion, args=args)
+    if configure is not None:
+        configure(config)
     start = time.perf_counter()
     main(config)
     return config.get_base_dir() / "config.yml", time.perf_counter() - start

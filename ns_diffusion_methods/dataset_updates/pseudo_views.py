@@ -502,7 +502,7 @@ def log_pseudo_views(result: FixRoundResult, step: int, max_images: int = 8) -> 
 
 
 def show_in_viewer(viewer_state: Any, state: PseudoViews, frustum_scale: float = 0.1,
-                   thumbnail_height: int = 64) -> List[str]:
+                   thumbnail_height: int = 64) -> Dict[str, Any]:
     """Draw the pseudo cameras as frustums (with their fixed image) in the nerfstudio viewer.
 
     Args:
@@ -512,16 +512,16 @@ def show_in_viewer(viewer_state: Any, state: PseudoViews, frustum_scale: float =
         thumbnail_height: height of the image drawn in each frustum.
 
     Returns:
-        The scene-node names drawn (``/pseudo_views/view_NNN``).
+        ``{scene-node name: viser frustum handle}``, names ``/pseudo_views/view_NNN`` (drawing again replaces them).
     """
     server = getattr(viewer_state, "viser_server", None)
     if server is None or not len(state):
-        return []
+        return {}
     import numpy as np
     import viser.transforms as vtf
     from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 
-    names = []
+    handles = {}
     for index in range(len(state)):
         c2w = state.poses[index].detach().cpu().double().numpy()
         height, width = (int(v) for v in state.image_sizes[index])
@@ -534,12 +534,10 @@ def show_in_viewer(viewer_state: Any, state: PseudoViews, frustum_scale: float =
             image = (thumb[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         rotation = vtf.SO3.from_matrix(c2w[:3, :3]) @ vtf.SO3.from_x_radians(np.pi)  # OpenGL -> viser camera
         name = f"/pseudo_views/view_{index:03d}"
-        server.scene.add_camera_frustum(name=name, fov=float(2 * np.arctan(height / 2 / fy)),
-                                        aspect=width / height, scale=frustum_scale, image=image,
-                                        wxyz=rotation.wxyz, position=c2w[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO,
-                                        color=(255, 140, 0))
-        names.append(name)
-    return names
+        handles[name] = server.scene.add_camera_frustum(
+            name=name, fov=float(2 * np.arctan(height / 2 / fy)), aspect=width / height, scale=frustum_scale,
+            image=image, wxyz=rotation.wxyz, position=c2w[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO, color=(255, 140, 0))
+    return handles
 
 
 def pseudo_view_stats(state: PseudoViews) -> Dict[str, float]:

@@ -20,6 +20,7 @@ from ns_diffusion_methods.dataset_updates.pseudo_views import (
     rotation_angle,
     rotation_to_quaternion,
     run_fix_round,
+    show_in_viewer,
     slerp,
     step_pose_toward,
     subsample_cameras,
@@ -210,3 +211,31 @@ def test_camera_path_targets(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(DataError, match="not a nerfstudio camera path"):
         load_camera_path(tmp_path / "bad.json")
+
+
+def test_pseudo_cameras_are_drawn_as_frustums_in_the_viewer():
+    import socket
+    from types import SimpleNamespace
+
+    import viser
+    from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
+
+    training, intrinsics, sizes, targets = training_setup()
+    schedule = ProgressiveSchedule(steps_per_fix=1)
+    state = schedule.initialize_state(training, intrinsics, sizes, targets)
+    schedule.advance(state, training, step=1)
+    state.images.set(0, torch.rand(6, 8, 3), step=1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = viser.ViserServer(host="127.0.0.1", port=port)
+    try:
+        viewer = SimpleNamespace(viser_server=server)  # the nerfstudio Viewer's attribute the drawing uses
+        handles = show_in_viewer(viewer, state)
+        assert sorted(handles) == ["/pseudo_views/view_000", "/pseudo_views/view_001"]
+        for index, handle in enumerate(handles.values()):
+            expected = state.poses[index, :, 3].numpy() * VISER_NERFSTUDIO_SCALE_RATIO
+            assert handle.position == pytest.approx(expected, abs=1e-4)
+        assert show_in_viewer(None, state) == {}  # no viewer (e.g. --vis tensorboard): nothing to draw
+    finally:
+        server.stop()

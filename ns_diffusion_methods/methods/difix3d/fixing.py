@@ -198,8 +198,9 @@ class RenderFixingMixin:
         gt = torch.moveaxis(gt_rgb, -1, 0)[None]
         pred = torch.moveaxis(fixed, -1, 0)[None].to(gt)
         metrics = {"psnr_fixed": float(self.psnr(gt, pred)),  # type: ignore[attr-defined]
-                   "ssim_fixed": float(self.ssim(gt, pred)),  # type: ignore[attr-defined]
-                   "lpips_fixed": float(self.lpips(gt, pred))}  # type: ignore[attr-defined]
+                   "ssim_fixed": float(self.ssim(gt, pred))}  # type: ignore[attr-defined]
+        if getattr(self.lpips, "available", True):  # type: ignore[attr-defined]  # offline: no LPIPS weights
+            metrics["lpips_fixed"] = float(self.lpips(gt, pred))  # type: ignore[attr-defined]
         return metrics, {"img_fixed": torch.cat([gt_rgb, fixed.to(gt_rgb)], dim=1)}
 
 

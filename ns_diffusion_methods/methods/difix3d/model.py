@@ -192,6 +192,22 @@ class Difix3DSplatModel(RenderFixingMixin, SplatfactoModel):
             self.gauss_params["features_dc"] = torch.nn.Parameter(features_dc)
             self.gauss_params["features_rest"] = torch.nn.Parameter(torch.zeros_like(self.features_rest))
 
+    def load_state_dict(self, state_dict, **kwargs):  # type: ignore[override]
+        """Load Gaussians, resizing the parameters *in place*.
+
+        splatfacto's own ``load_state_dict`` replaces every Gaussian parameter with a new ``Parameter``; with
+        ``--load-dir`` the optimizers already hold the old ones, so a resumed run would optimise tensors the model no
+        longer renders (training silently stops). Keeping the parameter objects keeps the optimizers attached.
+        """
+        self.step = 30000  # as splatfacto: a loaded model renders with its full SH degree until training sets it
+        if "means" in state_dict:  # checkpoints from before gauss_params existed
+            for name in ("means", "scales", "quats", "features_dc", "features_rest", "opacities"):
+                state_dict[f"gauss_params.{name}"] = state_dict.pop(name)
+        count = state_dict["gauss_params.means"].shape[0]
+        for param in self.gauss_params.values():
+            param.data = torch.zeros((count,) + tuple(param.shape[1:]), device=param.device, dtype=param.dtype)
+        return torch.nn.Module.load_state_dict(self, state_dict, **kwargs)
+
     def begin_fix_phase(self, step: int) -> None:
         """Called by the pipeline once pseudo views exist: stop densification (unless ``densify_during_fixing``)."""
         if not self.config.densify_during_fixing:

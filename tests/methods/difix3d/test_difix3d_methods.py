@@ -90,6 +90,12 @@ def test_load_dir_restores_the_pseudo_views(trained, sparse_views_capture, tmp_p
         "--load-dir", str(config.parent / "nerfstudio_models")], max_num_iterations=2)
     state = checkpoint_state(resumed)
     assert state["step"] == ITERATIONS + 1  # resumed at step 12, ran steps 12 and 13
+    # and training went on: the loaded parameters (not stale copies) were optimised
+    loaded = checkpoint_state(config)["pipeline"]
+    changed = [k for k, v in state["pipeline"].items() if k.startswith("_model.") and v.is_floating_point()
+               and k in loaded and v.shape == loaded[k].shape and not torch.equal(v, loaded[k])]
+    key = "_model.gauss_params.means" if "splat" in method else "_model.field.mlp_base.model.1.layers.0.weight"
+    assert key in changed, changed[:5]
     after = pseudo_views_of(state).state_dict()
     assert before.keys() == after.keys()
     for key in before:
@@ -110,3 +116,35 @@ def test_ns_render_writes_rgb_fixed_frames(trained, tmp_path):
     frames = harness.render_dataset(config, tmp_path / "renders", split="test", outputs=("rgb_fixed",))
     assert len(frames) == 8  # one per evaluation view
     assert all("rgb_fixed" in str(f) for f in frames)
+
+
+def test_the_fixer_is_loaded_only_when_rgb_fixed_is_read(trained):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _method, config = trained
+    _config, pipeline, _checkpoint, _step = eval_setup(config, test_mode="inference")
+    assert len(pipeline.pseudo_views) == 2  # restored from the checkpoint
+    assert not pipeline.fixer_handle.loaded
+    camera = pipeline.datamanager.train_dataset.cameras[0:1]
+    outputs = pipeline.model.get_outputs_for_camera(camera)
+    assert "rgb_fixed" in outputs.keys() and not pipeline.fixer_handle.loaded  # listed (viewer menu), not computed
+    rgb = outputs["rgb"]
+    assert not pipeline.fixer_handle.loaded
+    fixed = outputs["rgb_fixed"]
+    assert pipeline.fixer_handle.loaded and fixed.shape == rgb.shape
+
+
+def test_load_dir_accepts_a_stock_nerfacto_checkpoint(sparse_views_capture, tmp_path):
+    """The paper's protocol: nerfacto first, then difix3d-nerfacto --load-dir (same params and optimizer groups)."""
+    sizes = [*harness.SMALL_NERFACTO_FLAGS, *TINY_NERFACTO]
+    base = harness.train("nerfacto", sparse_views_capture, tmp_path / "base", sizes, max_num_iterations=2)
+    config = harness.train("difix3d-nerfacto-small", sparse_views_capture, tmp_path / "difix", [
+        *sizes, *FAST["difix3d-nerfacto-small"], "--pipeline.fixer.model", "tiny", "--pipeline.max-targets", "1",
+        "--pipeline.fix-start-step", "2", "--pipeline.steps-per-fix", "100",
+        "--load-dir", str(base.parent / "nerfstudio_models")], max_num_iterations=2)
+    state = checkpoint_state(config)
+    assert state["step"] == 3  # resumed after nerfacto's step 1
+    base_state = checkpoint_state(base)
+    assert set(state["optimizers"]) == set(base_state["optimizers"])  # every optimizer state loaded and kept
+    views = pseudo_views_of(state)
+    assert int(views.rounds) == 1 and int(views.last_round_step) == 2  # the fixing phase started at once

@@ -76,7 +76,7 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Console) -> List[Dict[s
     params = dict(spec.get("params", {}))
     if params.get("num_threads"):
         torch.set_num_threads(int(params["num_threads"]))
-    iterations = int(params.get("max_num_iterations", 3000))
+    iterations = int(params.get("max_num_iterations", 2000))
     mask_fraction = float(params.get("mask_fraction", 0.375))
     seed = int(params.get("seed", 0))
 
@@ -99,7 +99,8 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Console) -> List[Dict[s
     other = _baselines_and_inpainting(pipeline, mask_fraction, seed, console)
     t_r = int(pipeline.model.config.reconstruction_t_r)
     steps = pipeline.model.config.diffusion.num_inference_steps
-    common = {"train_s": round(train_s, 1), "iterations": iterations, "s_per_iter": round(train_s / iterations, 3)}
+    common = {"train_s": round(train_s, 1), "iterations": iterations, "s_per_iter": round(train_s / iterations, 3),
+              "torch_threads": torch.get_num_threads()}
     return [
         {"task": f"single-view reconstruction, novel views (t_r={t_r})", "method": "renderdiffusion-small",
          "psnr": recon["psnr"], "ssim": recon["ssim"], "eval_s": round(recon_s, 1), **common},

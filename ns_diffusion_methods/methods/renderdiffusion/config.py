@@ -63,7 +63,7 @@ def renderdiffusion_config() -> TrainerConfig:
                                                  background=(0.0, 0.0, 0.0), chunk_size=8192),
                 diffusion=ImageDiffusionConfig(num_train_timesteps=1000, beta_schedule="linear",
                                                num_inference_steps=1000),
-                triplane_frame="yaw",
+                triplane_frame="world",
                 background="learned",
                 pixels_per_image=-1,
                 ema_decay=0.9999,
@@ -85,7 +85,7 @@ def renderdiffusion_small_config() -> TrainerConfig:
         steps_per_eval_image=500,
         steps_per_eval_all_images=1_000_000,
         steps_per_save=500,
-        max_num_iterations=3000,
+        max_num_iterations=2000,
         mixed_precision=False,
         pipeline=RenderDiffusionPipelineConfig(
             datamanager=MultiObjectDataManagerConfig(
@@ -104,7 +104,7 @@ def renderdiffusion_small_config() -> TrainerConfig:
                                                  background=(0.0, 0.0, 0.0), chunk_size=16384),
                 diffusion=ImageDiffusionConfig(num_train_timesteps=1000, beta_schedule="linear",
                                                num_inference_steps=50, timestep_sampling_power=2.0),
-                triplane_frame="yaw",
+                triplane_frame="world",
                 background="learned",
                 pixels_per_image=128,
                 ema_decay=0.999,

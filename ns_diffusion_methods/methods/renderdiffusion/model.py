@@ -58,12 +58,14 @@ class RenderDiffusionModelConfig(ModelConfig):
     (0, 0, 0): the denoiser adds its own background (see ``background``)."""
     diffusion: ImageDiffusionConfig = field(default_factory=ImageDiffusionConfig)
     """The DDPM (T, β schedule, reverse steps)."""
-    triplane_frame: Literal["world", "yaw", "view"] = "yaw"
-    """Frame of the triplane (the paper does not say). ``world``: the dataset's aligned frame (the encoder must then
-    see the camera, see ``encoder.camera_conditioning``). ``yaw``: the world frame turned about the up axis so the
-    input camera is at azimuth 0 (floor stays horizontal; default). ``view``: the input camera's own axes. In
-    ``yaw`` and ``view`` the encoder's feature maps are laid onto the planes image-aligned (see
-    ``geometry.image_aligned_planes``) and novel views use poses relative to the input camera."""
+    triplane_frame: Literal["world", "yaw", "view"] = "world"
+    """Frame of the triplane (the paper does not say). ``world`` (default): the dataset's aligned frame; the encoder
+    sees the camera (``encoder.camera_conditioning``). Monocular training then supervises the renderer from every
+    azimuth, and at high noise (where x_t says little about the view) the triplane must render correctly from any
+    training camera, which is what makes it 3D. ``yaw``: the world frame turned about the up axis so the input camera
+    is at azimuth 0; ``view``: the input camera's own axes. In ``yaw`` and ``view`` the encoder's feature maps are
+    laid onto the planes image-aligned (``geometry.image_aligned_planes``) and novel views use relative poses, but
+    the renderer only ever sees the input azimuth in training, so other azimuths are unconstrained (README)."""
     background: Literal["learned", "white", "black"] = "learned"
     """Colour seen by rays that leave the box without hitting anything. RenderDiffusion's scenes have a backdrop,
     so one colour is learned by default."""

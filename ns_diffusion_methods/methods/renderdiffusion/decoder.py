@@ -60,9 +60,10 @@ class TriplaneDecoder(nn.Module):
         in_dim = feature_dim * (3 if config.plane_reduce == "concat" else 1)
         self.position_encoding = None
         if config.position_input:
-            self.position_encoding = NeRFEncoding(in_dim=3, num_frequencies=config.position_frequencies,
-                                                  min_freq_exp=0.0, max_freq_exp=max(config.position_frequencies - 1, 0),
-                                                  include_input=True, implementation="torch")
+            frequencies = config.position_frequencies
+            self.position_encoding = NeRFEncoding(in_dim=3, num_frequencies=frequencies, min_freq_exp=0.0,
+                                                  max_freq_exp=max(frequencies - 1, 0), include_input=True,
+                                                  implementation="torch")
             in_dim += self.position_encoding.get_out_dim()
         layers = []
         for _ in range(config.num_hidden_layers):

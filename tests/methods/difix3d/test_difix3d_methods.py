@@ -3,7 +3,6 @@ steps and walking toward their targets, --load-dir (own checkpoints and stock ne
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import harness

@@ -40,3 +40,39 @@ def test_thumbnails_have_the_viewers_height():
     image = torch.rand(36, 48, 3)
     thumb = thumbnail(image, height=100)
     assert thumb.shape == (100, 133, 3) and thumb.dtype.name == "uint8"
+
+
+def test_viewer_training_cameras_show_the_inpainted_images(object_removal_capture):
+    import socket
+    from types import SimpleNamespace
+
+    import numpy as np
+    import viser
+    from nerfstudio.configs.base_config import ViewerConfig
+
+    from ns_diffusion_methods.methods.mald_nerf.viewer import show_training_images
+
+    from .conftest import build_pipeline
+
+    pipeline = build_pipeline(object_removal_capture)
+    pipeline.maybe_update_dataset(0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = viser.ViserServer(host="127.0.0.1", port=port)
+    try:
+        handles = {}
+        for index in (0, 5):  # the viewer draws a subset of the cameras, by index
+            handles[index] = server.scene.add_camera_frustum(
+                name=f"/cameras/camera_{index:05d}", fov=1.0, aspect=1.3, scale=0.1,
+                image=np.zeros((10, 13, 3), np.uint8), wxyz=(1.0, 0.0, 0.0, 0.0), position=(float(index), 2.0, 3.0))
+        state = SimpleNamespace(viser_server=server, camera_handles=dict(handles), config=ViewerConfig(),
+                                current_camera_idx=0)
+        assert show_training_images(state, pipeline.datamanager) == 2
+        for index, old in handles.items():
+            new = state.camera_handles[index]
+            assert new is not old
+            assert np.allclose(new.position, (index, 2.0, 3.0)) and np.allclose(new.wxyz, (1, 0, 0, 0))
+    finally:
+        server.stop()
+    assert show_training_images(SimpleNamespace(camera_handles={}), pipeline.datamanager) == 0

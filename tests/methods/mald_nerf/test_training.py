@@ -55,3 +55,6 @@ def test_opencv_training_on_the_spinnerf_layout(object_removal_capture, tmp_path
     state = _checkpoint(config)["pipeline"]
     stored = state["datamanager.inpainted.images"].float() / 255
     assert stored.shape[0] == 12 and stored.mean() > 0
+    # ns-render dataset works on the run (inference mode: no inpainter, no training data loaded)
+    images = harness.render_dataset(config, tmp_path / "renders", split="test")
+    assert len(images) == num_test

@@ -47,6 +47,13 @@ def ray_aabb_intersect(origins: Tensor, directions: Tensor, bound: float = 1.0,
     return near, far, hit
 
 
+def _rand(shape, like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """Uniform [0, 1) numbers shaped ``shape`` on ``like``'s device, from ``generator`` (which may live on the CPU)."""
+    if generator is None or generator.device == like.device:
+        return torch.rand(shape, device=like.device, dtype=like.dtype, generator=generator)
+    return torch.rand(shape, generator=generator, dtype=like.dtype).to(like.device)
+
+
 def stratified_samples(near: Tensor, far: Tensor, num_samples: int, perturb: bool,
                        generator: Optional[torch.Generator] = None) -> Tensor:
     """``num_samples`` distances per ray, one in each of equal bins between near and far.
@@ -61,7 +68,7 @@ def stratified_samples(near: Tensor, far: Tensor, num_samples: int, perturb: boo
     """
     u = torch.arange(num_samples, device=near.device, dtype=near.dtype)
     if perturb:
-        u = u + torch.rand((*near.shape, num_samples), device=near.device, dtype=near.dtype, generator=generator)
+        u = u + _rand((*near.shape, num_samples), near, generator)
     else:
         u = u + 0.5
     u = u / num_samples
@@ -87,7 +94,7 @@ def importance_samples(t: Tensor, weights: Tensor, near: Tensor, far: Tensor, nu
     pdf = pdf / pdf.sum(dim=-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, dim=-1)], dim=-1).clamp(max=1.0)
     if perturb:
-        u = torch.rand((*t.shape[:-1], num_samples), device=t.device, dtype=t.dtype, generator=generator)
+        u = _rand((*t.shape[:-1], num_samples), t, generator)
     else:
         u = (torch.arange(num_samples, device=t.device, dtype=t.dtype) + 0.5) / num_samples
         u = u.expand(*t.shape[:-1], num_samples)

@@ -4,8 +4,9 @@
 122 M-parameter U-Net, 16 objects x 4096 rays per batch, K_in 16 then 4, 80k iterations, guided DDIM with 75 steps.
 
 ``ssdnerf-small`` (reference §14): 3x6x16x16 codes, a 0.8 M-parameter U-Net (base 32, 2 levels), 32 samples per ray,
-8 objects x 256 rays, K_in 8 then 4, 1500 iterations; DDIM 25 steps at test time, fine-tuning 10 x 4 (1 view) and
-20 x 4 (2 views). It is meant for the synthetic ``objects`` data (``ns-diffusion-synth objects``), 32 px.
+8 objects x 256 rays, K_in 8, then 4 after 100 iterations, then 2 after 500 (the paper's schedule shape, compressed),
+2000 iterations; at test time DDIM 25 steps with 1024 rays per step, and the paper's fine-tuning (25 x 4 for 1 view,
+50 x 4 for 2 views). It is meant for the synthetic ``objects`` data (``ns-diffusion-synth objects``), 32 px.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def ssdnerf_small_config() -> SSDNeRFTrainerConfig:
     """Small sizes for the synthetic ``objects`` data on a CPU (same code as ``ssdnerf``)."""
     return SSDNeRFTrainerConfig(
         method_name="ssdnerf-small",
-        max_num_iterations=1500,
+        max_num_iterations=2000,
         steps_per_save=500,
         steps_per_eval_batch=100,
         steps_per_eval_image=500,
@@ -79,12 +80,12 @@ def ssdnerf_small_config() -> SSDNeRFTrainerConfig:
                                     attention_head_dim=16, dropout=0.0, norm_num_groups=32),
                 eval_num_rays_per_chunk=4096,
             ),
-            inner_steps=(8, 4),
-            inner_steps_milestones=(100,),
+            inner_steps=(8, 4, 2),
+            inner_steps_milestones=(100, 500),
             code_lr=1e-2,
             eval_ddim_steps=25,
             eval_rays_per_step=1024,
-            finetune_outer_steps=(10, 20),
+            finetune_outer_steps=(25, 50),
             finetune_inner_steps=4,
             finetune_lr=(5e-3, 1e-2),
         ),

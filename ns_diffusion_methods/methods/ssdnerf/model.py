@@ -231,13 +231,13 @@ class SSDNeRFModel(Model):
 
     # ------------------------------------------------------------------ rendering
     def render_rays(self, code: Tensor, origins: Tensor, directions: Tensor, decoder: Optional[nn.Module] = None,
-                    perturb: bool = False) -> Dict[str, Tensor]:
+                    perturb: bool = False, generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
         """Render rays of B objects: ``code [B, 3, C, R, R]``, ``origins``/``directions`` ``[B, N, 3]``.
 
         Returns ``rgb [B, N, 3]``, ``accumulation [B, N, 1]``, ``depth [B, N, 1]``.
         """
         decoder = self.decoder if decoder is None else decoder
-        return self.renderer(decoder.bind(code), origins, directions, perturb=perturb)
+        return self.renderer(decoder.bind(code), origins, directions, perturb=perturb, generator=generator)
 
     @torch.no_grad()
     def render_rays_chunked(self, code: Tensor, origins: Tensor, directions: Tensor,

@@ -94,9 +94,11 @@ def input_rays(objects: Sequence[ObjectViews], generator: Optional[torch.Generat
                      torch.tensor([float(len(o.input_views)) for o in objects], device=origins_t.device), order)
 
 
-def _render_loss(model: SSDNeRFModel, code: Tensor, rays: RayBatch, perturb: bool = True) -> Tensor:
+def _render_loss(model: SSDNeRFModel, code: Tensor, rays: RayBatch, perturb: bool = True,
+                 generator: Optional[torch.Generator] = None) -> Tensor:
     """Sum over objects of (rendering loss + code regulariser): every object gets the gradient it would alone."""
-    out = model.render_rays(code, rays.origins, rays.directions, decoder=model.eval_decoder, perturb=perturb)
+    out = model.render_rays(code, rays.origins, rays.directions, decoder=model.eval_decoder, perturb=perturb,
+                            generator=generator)
     return (model.rendering_loss(out["rgb"], rays.target, rays.num_views) + model.code_reg_loss(code)).sum()
 
 
@@ -144,7 +146,7 @@ def guided_sample(model: SSDNeRFModel, rays: Optional[InputRays], num_steps: int
             x0 = predict_x0(unet, schedule, x_in, t_batch).clamp(-clip, clip)
             ray_batch = rays.batch(ray_step, rays_per_step)
             ray_step += 1
-            loss = _render_loss(model, model.image_to_code(x0), ray_batch)
+            loss = _render_loss(model, model.image_to_code(x0), ray_batch, generator=rng)
             (grad,) = torch.autograd.grad(loss, [x_in])  # through the U-Net (grad_through_unet)
         alpha, sigma = schedule.alpha_sigma(t_batch, x_t.dim())
         n_rays = ray_batch.origins.shape[1]
@@ -168,7 +170,8 @@ def guided_sample(model: SSDNeRFModel, rays: Optional[InputRays], num_steps: int
 
 
 def finetune(model: SSDNeRFModel, code: Tensor, rays: InputRays, outer_steps: int, inner_steps: int, lr: float,
-             lr_gamma: float = 0.998, prior_weight: float = 1.0, rays_per_step: int = 2**14) -> Tensor:
+             lr_gamma: float = 0.998, prior_weight: float = 1.0, rays_per_step: int = 2**14,
+             generator: Optional[torch.Generator] = None) -> Tensor:
     """Fine-tune codes on the input views with decoder and U-Net frozen (paper Eq. 7).
 
     Args:
@@ -178,10 +181,13 @@ def finetune(model: SSDNeRFModel, code: Tensor, rays: InputRays, outer_steps: in
         lr: Adam learning rate (paper 1 view: 5e-3; 2 views: 1e-2), decayed by ``lr_gamma`` every inner step.
         prior_weight: c'_diff (paper: 1); 0 = rendering-only fine-tuning (ablation).
         rays_per_step: rays per object per inner step.
+        generator: source of the diffusion timesteps, noise and sample jitter (default: torch's global one).
 
     Returns:
         Fine-tuned activated codes.
     """
+    generator = generator if generator is not None else torch.Generator().manual_seed(int(torch.randint(2**31, ())))
+    image_shape = (code.shape[0], 3 * model.config.code_channels, *code.shape[-2:])
     code_pre = model.inverse_activate(code.detach()).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([code_pre], lr=lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_gamma)
@@ -190,10 +196,14 @@ def finetune(model: SSDNeRFModel, code: Tensor, rays: InputRays, outer_steps: in
         for _ in range(outer_steps):
             prior_grad = torch.zeros_like(code_pre)
             if prior_weight > 0:
-                loss = model.diffusion_loss(model.activate(code_pre), weight=prior_weight, unet=model.eval_unet).sum()
+                t = torch.randint(0, model.config.num_timesteps, (code.shape[0],), generator=generator)
+                noise = torch.randn(image_shape, generator=generator)
+                loss = model.diffusion_loss(model.activate(code_pre), weight=prior_weight, unet=model.eval_unet,
+                                            t=t.to(code.device), noise=noise.to(code.device)).sum()
                 (prior_grad,) = torch.autograd.grad(loss, [code_pre])
             for _ in range(inner_steps):
-                loss = _render_loss(model, model.activate(code_pre), rays.batch(ray_step, rays_per_step))
+                loss = _render_loss(model, model.activate(code_pre), rays.batch(ray_step, rays_per_step),
+                                    generator=generator)
                 ray_step += 1
                 (grad,) = torch.autograd.grad(loss, [code_pre])
                 optimizer.zero_grad(set_to_none=True)
@@ -246,7 +256,7 @@ def reconstruct(model: SSDNeRFModel, objects: Sequence[ObjectViews], settings: R
     if settings.finetune != "none" and settings.finetune_outer_steps > 0:
         weight = settings.finetune_prior_weight if settings.finetune == "prior" else 0.0
         code = finetune(model, code, rays, settings.finetune_outer_steps, settings.finetune_inner_steps,
-                        settings.finetune_lr, settings.finetune_lr_gamma, weight, settings.rays_per_step)
+                        settings.finetune_lr, settings.finetune_lr_gamma, weight, settings.rays_per_step, generator)
     return code
 
 

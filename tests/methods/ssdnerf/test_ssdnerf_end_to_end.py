@@ -29,6 +29,7 @@ TINY_FLAGS = [
     "--steps-per-eval-batch", "3",
     "--steps-per-eval-image", "3",
     "--steps-per-save", "100",
+    "--pipeline.eval-lpips", "False",
 ]
 ITERATIONS = 6
 

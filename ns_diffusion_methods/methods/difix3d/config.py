@@ -20,10 +20,10 @@ from __future__ import annotations
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from ns_diffusion_methods.compat.device import default_device_type, default_implementation
+from ns_diffusion_methods.engine import DiffusionTrainerConfig
 from ns_diffusion_methods.methods.difix3d.datamanager import (
     Difix3DNerfactoDataManagerConfig,
     Difix3DSplatDataManagerConfig,
@@ -71,9 +71,9 @@ def splatfacto_optimizers(max_steps: int = 30000) -> dict:
     }
 
 
-def difix3d_nerfacto_config() -> TrainerConfig:
+def difix3d_nerfacto_config() -> DiffusionTrainerConfig:
     """``difix3d-nerfacto``: paper settings."""
-    config = TrainerConfig(
+    config = DiffusionTrainerConfig(
         method_name="difix3d-nerfacto",
         steps_per_eval_batch=500,
         steps_per_save=2000,
@@ -97,7 +97,7 @@ def difix3d_nerfacto_config() -> TrainerConfig:
     return config
 
 
-def difix3d_nerfacto_small_config() -> TrainerConfig:
+def difix3d_nerfacto_small_config() -> DiffusionTrainerConfig:
     """``difix3d-nerfacto-small``: same code, a small nerfacto, fixing after a 300-step warm-up."""
     config = difix3d_nerfacto_config()
     config.method_name = "difix3d-nerfacto-small"
@@ -131,9 +131,9 @@ def difix3d_nerfacto_small_config() -> TrainerConfig:
     return config
 
 
-def difix3d_splat_config() -> TrainerConfig:
+def difix3d_splat_config() -> DiffusionTrainerConfig:
     """``difix3d-splat``: paper (official gsplat example) settings."""
-    config = TrainerConfig(
+    config = DiffusionTrainerConfig(
         method_name="difix3d-splat",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,
@@ -158,7 +158,7 @@ def difix3d_splat_config() -> TrainerConfig:
     return config
 
 
-def difix3d_splat_small_config() -> TrainerConfig:
+def difix3d_splat_small_config() -> DiffusionTrainerConfig:
     """``difix3d-splat-small``: same code, a few thousand Gaussians, fixing after a 300-step warm-up."""
     config = difix3d_splat_config()
     config.method_name = "difix3d-splat-small"

@@ -19,10 +19,10 @@ import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from ns_diffusion_methods.compat.device import default_device_type
+from ns_diffusion_methods.engine import DiffusionTrainerConfig
 from ns_diffusion_methods.gan import PatchDiscriminatorConfig
 from ns_diffusion_methods.inpainters import InpainterConfig
 from ns_diffusion_methods.methods.mald_nerf.datamanager import MaldNerfDataManagerConfig
@@ -63,7 +63,7 @@ def _optimizers(max_steps: int, disc_lr: float) -> dict:
     }
 
 
-mald_nerf_config = TrainerConfig(
+mald_nerf_config = DiffusionTrainerConfig(
     method_name="mald-nerf",
     steps_per_eval_batch=500,
     steps_per_eval_image=500,
@@ -86,7 +86,7 @@ mald_nerf_config = TrainerConfig(
     vis="viewer",
 )
 
-mald_nerf_small_config = TrainerConfig(
+mald_nerf_small_config = DiffusionTrainerConfig(
     method_name="mald-nerf-small",
     steps_per_eval_batch=0,
     steps_per_eval_image=500,

@@ -15,12 +15,12 @@ dataparser's ``radius`` is 1 (no rescaling).
 from __future__ import annotations
 
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from ns_diffusion_methods.compat.device import default_device_type
 from ns_diffusion_methods.data.multi_object import MultiObjectDataManagerConfig
 from ns_diffusion_methods.data.srn_dataparser import SRNDataParserConfig
+from ns_diffusion_methods.engine import DiffusionTrainerConfig
 from ns_diffusion_methods.methods.renderdiffusion.decoder import TriplaneDecoderConfig
 from ns_diffusion_methods.methods.renderdiffusion.diffusion import ImageDiffusionConfig
 from ns_diffusion_methods.methods.renderdiffusion.encoder import TriplaneEncoderConfig
@@ -36,9 +36,9 @@ def _optimizers(lr: float) -> dict:
     }
 
 
-def renderdiffusion_config() -> TrainerConfig:
+def renderdiffusion_config() -> DiffusionTrainerConfig:
     """Paper scale (64×64 images, N = 256, n_f = 32, 48 + 48 samples, T = 1000 with 1000 reverse steps)."""
-    config = TrainerConfig(
+    config = DiffusionTrainerConfig(
         method_name="renderdiffusion",
         steps_per_eval_batch=1000,
         steps_per_eval_image=5000,
@@ -77,9 +77,9 @@ def renderdiffusion_config() -> TrainerConfig:
     return config
 
 
-def renderdiffusion_small_config() -> TrainerConfig:
+def renderdiffusion_small_config() -> DiffusionTrainerConfig:
     """Small preset for 2 CPU cores on 32×32 synthetic objects (see the module docstring)."""
-    config = TrainerConfig(
+    config = DiffusionTrainerConfig(
         method_name="renderdiffusion-small",
         steps_per_eval_batch=500,
         steps_per_eval_image=500,

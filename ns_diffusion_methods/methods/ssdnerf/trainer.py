@@ -13,19 +13,21 @@ from dataclasses import dataclass, field
 from typing import Type
 
 import torch
-from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerConfig
+from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT
 
+from ns_diffusion_methods.engine.trainer import DiffusionTrainer, DiffusionTrainerConfig
 from ns_diffusion_methods.errors import UserFacingError
 
 
 @dataclass
-class SSDNeRFTrainerConfig(TrainerConfig):
-    """nerfstudio's trainer config, running :class:`SSDNeRFTrainer`."""
+class SSDNeRFTrainerConfig(DiffusionTrainerConfig):
+    """The package's trainer config (atomic checkpoints, resume from the newest complete one), running
+    :class:`SSDNeRFTrainer`."""
 
     _target: Type = field(default_factory=lambda: SSDNeRFTrainer)
 
 
-class SSDNeRFTrainer(Trainer):
+class SSDNeRFTrainer(DiffusionTrainer):
     """Runs :meth:`SSDNeRFPipeline.train_step` as the training iteration."""
 
     def train_iteration(self, step: int) -> TRAIN_INTERATION_OUTPUT:

@@ -51,12 +51,39 @@ def train_run(method: str, data: Path, output_dir: Path, flags: Sequence[str] = 
 
 
 def eval_run(config_path: Path, output_path: Optional[Path] = None,
-             render_output_path: Optional[Path] = None) -> Dict:
-    """Run ``ns-eval --load-config CONFIG``; returns the JSON it wrote (``results`` holds the metrics)."""
-    from nerfstudio.scripts.eval import ComputePSNR
+             render_output_path: Optional[Path] = None, keep_saved_datamanager: bool = False) -> Dict:
+    """Run ``ns-eval --load-config CONFIG``; returns the JSON it wrote (``results`` holds the metrics).
+
+    nerfstudio's ``eval_setup`` replaces the saved datamanager class by the registered method's (for configs of older
+    versions). A run trained with another datamanager than its method's default (a benchmark's stock ``nerfacto``
+    with the ``VanillaDataManager``) would then be loaded with the wrong class: ``keep_saved_datamanager`` keeps the
+    class the run was trained with.
+    """
+    import nerfstudio.scripts.eval as ns_eval
 
     output_path = output_path or config_path.parent / "eval.json"
-    ComputePSNR(load_config=config_path, output_path=output_path, render_output_path=render_output_path).main()
+    command = ns_eval.ComputePSNR(load_config=config_path, output_path=output_path,
+                                  render_output_path=render_output_path)
+    if not keep_saved_datamanager:
+        command.main()
+        return json.loads(output_path.read_text())
+
+    import functools
+
+    import yaml
+
+    saved_target = yaml.load(config_path.read_text(), Loader=yaml.Loader).pipeline.datamanager._target
+
+    def restore(config):
+        config.pipeline.datamanager._target = saved_target
+        return config
+
+    original = ns_eval.eval_setup
+    ns_eval.eval_setup = functools.partial(original, update_config_callback=restore)
+    try:
+        command.main()
+    finally:
+        ns_eval.eval_setup = original
     return json.loads(output_path.read_text())
 
 

@@ -224,7 +224,7 @@ def run(spec: Dict[str, Any], output_dir: Path, console) -> List[Dict[str, Any]]
     config = _train_nerfacto(capture, output_dir / "runs" / "nerfacto", iterations)
     row = {"name": "nerfacto", "loss_inside": "none (no removal)", "train_s": time.perf_counter() - start,
            "s_per_iter": _seconds_per_iteration()}
-    row.update(_scores(eval_run(config)["results"]))
+    row.update(_scores(eval_run(config, keep_saved_datamanager=True)["results"]))
     row["status"] = "ok"
     rows.append(row)
     rows.append({"name": "oracle fills (training views)", "loss_inside": "-", "masked_psnr": oracle["masked_psnr"],

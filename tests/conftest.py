@@ -39,6 +39,15 @@ SCENE_IMAGE_SIZE = 48
 SCENE_NUM_VIEWS = 12
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test: the cores are shared, and tiny tensors gain nothing from more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def torch_hub_dir() -> Path:
     """The (initially empty) torch hub folder the tests use; a test may put weights in its ``checkpoints/``."""

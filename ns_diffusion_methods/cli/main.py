@@ -80,13 +80,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def entrypoint() -> None:
-    """Console-script entry point."""
-    from ns_diffusion_methods.errors import UserFacingError
+    """Console-script entry point: a :class:`~ns_diffusion_methods.errors.UserFacingError` ends the command with
+    ``Error: <message>`` on stderr and status 1, without a traceback."""
+    from ns_diffusion_methods.errors import UserFacingError, print_user_error
 
     try:
         sys.exit(main())
     except UserFacingError as err:
-        CONSOLE.print(f"[bold red]Error:[/bold red] {err}")
+        print_user_error(err)
         sys.exit(1)
 
 

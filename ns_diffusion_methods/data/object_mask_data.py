@@ -10,6 +10,8 @@ The capture is an ordinary nerfstudio-data capture; each frame additionally name
 ``object_mask_path`` (non-zero = object) is deliberately not nerfstudio's ``mask_path`` (non-zero = valid pixel):
 object pixels are not invalid, they are the pixels to inpaint. A capture may have both.
 
+- ``transforms.json`` must have the fields nerfstudio-data reads and every image must be readable
+  (:func:`~ns_diffusion_methods.data.checks.check_nerfstudio_capture`), checked first.
 - Every **training** frame needs an object mask of its image's size, neither empty nor full; otherwise the dataparser
   stops with a :class:`~ns_diffusion_methods.errors.DataError` naming every offending file, before anything trains.
 - **Evaluation** frames (views where the object is physically absent) may carry the mask of where the object would
@@ -37,6 +39,7 @@ from typing import Dict, List, Literal, Optional, Tuple, Type
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
 from nerfstudio.utils.io import load_from_json
 
+from ns_diffusion_methods.data.checks import check_nerfstudio_capture
 from ns_diffusion_methods.data.masks import validate_object_masks
 from ns_diffusion_methods.errors import DataError
 
@@ -64,8 +67,12 @@ class ObjectMaskDataParser(Nerfstudio):
     """nerfstudio-data that also reads and validates each frame's ``object_mask_path``."""
 
     config: ObjectMaskDataParserConfig
+    _capture_checked: bool = False  # transforms.json and the image files are checked once, for all splits
 
     def _generate_dataparser_outputs(self, split: str = "train"):
+        if not self._capture_checked:
+            check_nerfstudio_capture(self.config.data)
+            self._capture_checked = True
         outputs = super()._generate_dataparser_outputs(split)
         if self.config.data.suffix == ".json":
             meta, data_dir = load_from_json(self.config.data), self.config.data.parent

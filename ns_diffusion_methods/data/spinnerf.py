@@ -45,6 +45,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from PIL import Image
 
+from ns_diffusion_methods.data.checks import check_image_files
 from ns_diffusion_methods.data.masks import validate_object_masks
 from ns_diffusion_methods.data.object_mask_data import OBJECT_MASK_DILATION, OBJECT_MASK_FILENAMES
 from ns_diffusion_methods.errors import DataError
@@ -141,6 +142,8 @@ class SpinNerf(DataParser):
             raise DataError(f"{poses_path} is missing: spinnerf-data reads the LLFF poses shipped with the SPIn-NeRF "
                             f"dataset (make one from a COLMAP model with LLFF's imgs2poses.py).")
         c2w, hwf = llff_to_nerfstudio(np.load(poses_path), len(images), poses_path)
+        check_image_files(images, hint=f"Replace these files, or remove them from {folder} (together with their "
+                                       f"rows of poses_bounds.npy and their masks).")
 
         # intrinsics: hwf is at full resolution; scale the focal length to the loaded image width
         sizes = []

@@ -8,6 +8,8 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ns_diffusion_methods.errors import ResourceError, is_out_of_memory
+
 #: the smallest ray chunk tried after repeated out-of-memory errors before giving up
 MIN_CHUNK = 256
 
@@ -23,10 +25,6 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
-def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
 def render_camera_outputs(model: nn.Module, camera, output_names: Sequence[str] = ("rgb", "accumulation"),
                           min_chunk: int = MIN_CHUNK) -> Dict[str, Tensor]:
     """Render one camera with ``model.get_outputs_for_camera`` in eval mode; halve the ray chunk on GPU OOM.
@@ -38,26 +36,40 @@ def render_camera_outputs(model: nn.Module, camera, output_names: Sequence[str] 
 
     Returns:
         The requested outputs that exist, each ``[H, W, C]`` on the model's device.
+
+    Raises:
+        ResourceError: still out of memory at the smallest chunk (or on the retry of a whole-image render).
     """
+    from nerfstudio.utils.rich_utils import CONSOLE
+
     config = getattr(model, "config", None)
+    retried_whole = False
     with eval_mode(model), torch.no_grad():
         while True:
             try:
                 outputs = model.get_outputs_for_camera(camera)
                 return {name: outputs[name] for name in output_names if name in outputs}
             except RuntimeError as err:
-                if not _is_oom(err):
+                if not is_out_of_memory(err):
                     raise
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                chunk = getattr(config, "eval_num_rays_per_chunk", None)
-                if chunk is None or chunk // 2 < min_chunk:
-                    raise
-                config.eval_num_rays_per_chunk = chunk // 2
-                from nerfstudio.utils.rich_utils import CONSOLE
-
-                CONSOLE.print(f"[yellow]Out of GPU memory while rendering: retrying with "
-                              f"{config.eval_num_rays_per_chunk} rays per chunk.[/yellow]")
+            # out of memory; the failed attempt's tensors went with its traceback at the end of the except block
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            chunk = getattr(config, "eval_num_rays_per_chunk", None)
+            if chunk is None and not retried_whole:
+                retried_whole = True
+                CONSOLE.print("[yellow]Out of GPU memory while rendering: retrying once.[/yellow]")
+                continue
+            if chunk is None or chunk // 2 < min_chunk:
+                size = ("the whole image at once" if chunk is None else
+                        f"{chunk} rays per chunk (the smallest tried)")
+                raise ResourceError(
+                    f"Out of GPU memory rendering a {int(camera.width)}x{int(camera.height)} view of the model "
+                    f"with {size}. Free GPU memory (other processes on the GPU, the viewer), use a smaller model "
+                    f"or fewer rays per batch, or train on a GPU with more memory.")
+            config.eval_num_rays_per_chunk = chunk // 2
+            CONSOLE.print(f"[yellow]Out of GPU memory while rendering: retrying with "
+                          f"{config.eval_num_rays_per_chunk} rays per chunk.[/yellow]")
 
 
 def render_views(model: nn.Module, cameras, indices: Optional[Sequence[int]] = None,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, TypeVar, Union
 
 from ns_diffusion_methods.errors import ModelUnavailableError
+
+T = TypeVar("T")
 
 
 def _layout_text(required: Sequence[str]) -> str:
@@ -27,6 +29,23 @@ def check_layout(folder: Path, required: Sequence[str], *, model: str, flag: str
             f"The model folder {folder} (for `{model}`) is incomplete: missing {', '.join(missing)}.\n"
             f"  Expected layout:\n{_layout_text(required)}\n"
             f"  Re-download or re-save the model, or point {flag} at a complete copy.")
+
+
+def load_component(load: Callable[[], T], folder: Path, component: str, *, model: str, flag: str) -> T:
+    """``load()`` one component (``folder/component``, a diffusers or transformers ``from_pretrained``).
+
+    A missing, truncated or corrupt weight file (they raise ``OSError``) becomes a :class:`ModelUnavailableError`
+    naming the folder, the component and ``flag``.
+    """
+    try:
+        return load()
+    except ModelUnavailableError:
+        raise
+    except OSError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelUnavailableError(
+            f"The model folder {folder} (for `{model}`) has no usable {component}/ weights: {first_line}\n"
+            f"  Re-download or re-save the model, or point {flag} at a complete copy.") from None
 
 
 def resolve_pretrained(

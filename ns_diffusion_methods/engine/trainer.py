@@ -7,7 +7,13 @@ state no one wants to recompute (inpainted images, pseudo views, per-object code
 
 - writes each checkpoint to a temporary file in a sibling folder, flushes it to disk, and moves it into place with an
   atomic ``os.replace``; only then are older checkpoints deleted;
-- resumes (``--load-dir``) from the newest checkpoint that is complete, ignoring anything else in the folder.
+- resumes (``--load-dir``) from the newest checkpoint that is complete, ignoring anything else in the folder;
+- says at its start, and records in ``config.yml`` (``untrained_models``), which pretrained diffusion models of the run
+  have random weights (``tiny``; :mod:`ns_diffusion_methods.diffusion.untrained`);
+- leaves no run folder behind when it fails before its first checkpoint: nerfstudio writes ``config.yml`` before the
+  data is even loaded, and a folder with a config but nothing to load looks like a run. Only the files a run writes
+  (``config.yml``, ``dataparser_transforms.json``, TensorBoard event files, empty folders) are removed, and nothing at
+  all once a ``step-N.ckpt`` exists.
 """
 
 from __future__ import annotations
@@ -16,11 +22,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import List, Literal, Optional, Type
 
 import torch
+import tyro
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils import comms
 from nerfstudio.utils.decorators import check_main_thread
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from ns_diffusion_methods.diffusion.untrained import untrained_models, untrained_warning
 
 _CHECKPOINT = re.compile(r"^step-(\d+)\.ckpt$")
 
@@ -48,12 +59,63 @@ class DiffusionTrainerConfig(TrainerConfig):
     """nerfstudio's ``TrainerConfig`` with atomic checkpoints and resume from the newest complete checkpoint."""
 
     _target: Type = field(default_factory=lambda: DiffusionTrainer)
+    untrained_models: tyro.conf.Suppress[List[str]] = field(default_factory=list)
+    """Set when training starts (not a flag): the run's pretrained diffusion models that have random weights
+    (``tiny``). Its results are then not those of the method."""
 
 
 class DiffusionTrainer(Trainer):
-    """nerfstudio ``Trainer`` with atomic checkpoint writes (see the module docstring)."""
+    """nerfstudio ``Trainer`` with atomic checkpoint writes, untrained-model warnings and no run folder left by a run
+    that failed early (see the module docstring)."""
 
     config: DiffusionTrainerConfig
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        """Warn about untrained models, then nerfstudio's setup (data, pipeline, optimizers, viewer, checkpoint)."""
+        self._record_untrained_models()
+        try:
+            super().setup(test_mode)
+        except Exception:
+            self._discard_unfinished_run()
+            raise
+
+    def train(self) -> None:
+        """nerfstudio's training loop; a failure before the first checkpoint removes the run folder."""
+        try:
+            super().train()
+        except Exception:
+            self._discard_unfinished_run()
+            raise
+
+    def _record_untrained_models(self) -> None:
+        """Say which models are untrained and write ``config.yml`` again with them (nerfstudio wrote it already)."""
+        untrained = untrained_models(self.config.pipeline)
+        self.config.untrained_models = untrained
+        if untrained and comms.is_main_process():
+            CONSOLE.print(f"[bold yellow]Warning: {untrained_warning(untrained)}[/bold yellow]")
+            if (self.base_dir / "config.yml").is_file():
+                self.config.save_config()
+
+    def _discard_unfinished_run(self) -> None:
+        """Remove what a run that failed before its first checkpoint wrote (see the module docstring)."""
+        if not comms.is_main_process():
+            return
+        if self.checkpoint_dir.is_dir() and latest_complete_step(self.checkpoint_dir) is not None:
+            return  # resumable work: keep everything
+        base = self.base_dir
+        written = [base / "config.yml", base / "dataparser_transforms.json", *base.glob("events.out.tfevents.*")]
+        written = [path for path in written if path.is_file()]
+        for path in written:
+            path.unlink()
+        partial = self.checkpoint_dir.parent / f".{self.checkpoint_dir.name}-partial"
+        output_dir = Path(self.config.output_dir).resolve()
+        for folder in (self.checkpoint_dir, partial, base, base.parent, base.parent.parent):  # run, method, experiment
+            inside = output_dir in folder.resolve().parents  # never --output-dir itself or anything above it
+            if inside and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        if written:
+            CONSOLE.print(f"The run failed before its first checkpoint: removed {', '.join(p.name for p in written)} "
+                          f"from {base}.")
 
     def _load_checkpoint(self) -> None:
         if self.config.load_dir is not None and self.config.load_step is None:

@@ -75,7 +75,7 @@ class FixerConfig(InstantiateConfig):
     """Diffusion timestep of the single denoising step (Difix: 199, the paper's tau = 200)."""
 
     def setup(self, device: Union[str, torch.device] = "cpu", **kwargs) -> "Fixer":  # type: ignore[override]
-        """Load the fixer on ``device``."""
+        """Load the fixer on ``device`` (``flag=``: the command-line flag naming the weights, for error messages)."""
         return self._target(self, device=device, **kwargs)
 
 
@@ -84,9 +84,11 @@ class Fixer(ABC):
 
     config: FixerConfig
 
-    def __init__(self, config: FixerConfig, device: Union[str, torch.device] = "cpu") -> None:
+    def __init__(self, config: FixerConfig, device: Union[str, torch.device] = "cpu", flag: str = "--model") -> None:
         self.config = config
         self.device = torch.device(device)
+        #: the command-line flag naming the weights, for error messages (difix3d: --pipeline.fixer.model)
+        self.flag = flag
 
     @property
     def uses_references(self) -> bool:

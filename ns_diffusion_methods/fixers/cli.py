@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple
@@ -40,7 +41,8 @@ class FixCommand:
     input: Path
     """An image, or a folder of images, to fix."""
     output: Path
-    """Folder for the fixed images (created; must differ from the input folder)."""
+    """Folder for the fixed images (created; must differ from the input folder). They are moved there when all are
+    done, so a failed run leaves it as it was."""
     reference: Optional[Path] = None
     """Reference image(s): one image for all inputs, or a folder (matched by name, else by sorted order)."""
     model: str = "nvidia/difix_ref"
@@ -57,10 +59,14 @@ class FixCommand:
     """Working size (H, W); default: each image's size rounded to a multiple of 8."""
 
     def main(self) -> int:
+        import shutil
+
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from ns_diffusion_methods.compat.device import default_device_type
+        from ns_diffusion_methods.data.checks import check_image_files
+        from ns_diffusion_methods.diffusion.untrained import TINY, untrained_warning
         from ns_diffusion_methods.fixers.base import FixerConfig, save_image
 
         console = Console(stderr=True)
@@ -69,21 +75,34 @@ class FixCommand:
         if self.output.resolve() in {p.parent.resolve() for p in inputs}:
             raise DataError(f"--output {self.output} is the input folder: the fixed images would overwrite the "
                             f"renders. Choose another folder.")
-        self.output.mkdir(parents=True, exist_ok=True)
+        check_image_files(sorted({*inputs, *(r for r in references if r is not None)}),
+                          hint="Replace these files or remove them from --input / --reference; nothing was written.")
         device = default_device_type() if self.device == "auto" else self.device
         config = FixerConfig(model=self.model, dtype=self.dtype, chunk_size=self.chunk_size, seed=self.seed,
                              resolution=self.resolution)
+        if self.model == TINY:
+            console.print(f"[bold yellow]Warning: {untrained_warning(['--model tiny'])}[/bold yellow]")
         console.print(f"Loading {self.model} on {device} ...")
         fixer = config.setup(device=device)
-        columns = (TextColumn("[bold]fix"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("fix", total=len(inputs))
-            for start in range(0, len(inputs), self.chunk_size):
-                chunk = slice(start, start + self.chunk_size)
-                fixed = fixer.fix_images(inputs[chunk], references[chunk], seed=self.seed + start)
-                for path, image in zip(inputs[chunk], fixed):
-                    save_image(image, self.output / path.name)
-                progress.update(task, advance=len(fixed))
+        # the images are written to a staging folder and moved into --output only when all are done: a failed or
+        # interrupted run leaves --output as it was, never half of the outputs looking complete
+        staging = self.output.parent / f".{self.output.name}.partial-{os.getpid()}"
+        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            columns = (TextColumn("[bold]fix"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task("fix", total=len(inputs))
+                for start in range(0, len(inputs), self.chunk_size):
+                    chunk = slice(start, start + self.chunk_size)
+                    fixed = fixer.fix_images(inputs[chunk], references[chunk], seed=self.seed + start)
+                    for path, image in zip(inputs[chunk], fixed):
+                        save_image(image, staging / path.name)
+                    progress.update(task, advance=len(fixed))
+            self.output.mkdir(parents=True, exist_ok=True)
+            for path in inputs:
+                os.replace(staging / path.name, self.output / path.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         console.print(f"Wrote {len(inputs)} fixed image(s) to {self.output}.")
         return 0
 

@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ns_diffusion_methods.errors import ModelUnavailableError
+from ns_diffusion_methods.errors import ModelUnavailableError, ResourceError, is_out_of_memory
 from ns_diffusion_methods.fixers.attention import install_reference_attention
 from ns_diffusion_methods.fixers.base import (
     Fixer,
@@ -532,15 +532,23 @@ def _read_state_dict(component: Path, model: str, flag: str) -> Tuple[Dict[str, 
     """The tensors of ``component/diffusion_pytorch_model.safetensors`` (or its shards)."""
     from safetensors.torch import load_file
 
+    def read(file: Path) -> Dict[str, Tensor]:
+        try:
+            return load_file(str(file))
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for truncated files
+            raise ModelUnavailableError(
+                f"The weights {file} (of `{model}`) cannot be read ({type(err).__name__}: {err}). Re-download or "
+                f"re-save the model, or point {flag} at a complete copy.") from None
+
     single = component / WEIGHTS_NAME
     index = component / (WEIGHTS_NAME + ".index.json")
     if single.exists():
-        return load_file(str(single)), single
+        return read(single), single
     if index.exists():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         state: Dict[str, Tensor] = {}
         for shard in shards:
-            state.update(load_file(str(component / shard)))
+            state.update(read(component / shard))
         return state, index
     raise ModelUnavailableError(f"The model folder {component.parent} (for `{model}`) has no {component.name}/"
                                 f"{WEIGHTS_NAME}. Re-download or re-save it, or point {flag} at a complete copy.")
@@ -640,7 +648,8 @@ class DifixFixer(Fixer):
     - any image size: the network runs at the size rounded to a multiple of 8 (or ``config.resolution``), and the
       output is resized back to the input size (exact when no rounding is needed);
     - references of any size and number per image (resized to the image's working size); images with equal
-      reference counts are batched, ``config.chunk_size`` at a time, to bound memory;
+      reference counts are batched, ``config.chunk_size`` at a time, to bound memory; after a GPU out-of-memory error
+      the batch is halved (down to one image) and retried with the same noise, so the result does not change;
     - weights in ``config.dtype`` (bf16 on CUDA by default; diffusers' reduced-precision path, faster than autocast),
       SDPA attention, ``torch.inference_mode``; deterministic for a seed.
 
@@ -651,15 +660,18 @@ class DifixFixer(Fixer):
     """
 
     def __init__(self, config: FixerConfig, device: Union[str, torch.device] = "cpu",
-                 model: Optional[DifixModel] = None) -> None:
-        super().__init__(config, device)
+                 model: Optional[DifixModel] = None, flag: str = "--model") -> None:
+        super().__init__(config, device, flag)
         if config.chunk_size < 1:
             raise ValueError(f"`chunk_size` must be >= 1, but got {config.chunk_size}.")
         self.dtype = resolve_dtype(config.dtype, self.device)
         if model is None:
-            model = DifixModel.from_pretrained(config.model, prompt=config.prompt, timestep=config.timestep)
+            model = DifixModel.from_pretrained(config.model, prompt=config.prompt, timestep=config.timestep,
+                                               flag=flag)
         self.model = model.prepare_for_inference(self.device, self.dtype)
         self._warned_references = False
+        #: images per network pass: ``config.chunk_size``, halved for the rest of the run after an out-of-memory error
+        self.chunk_size = config.chunk_size
 
     @property
     def uses_references(self) -> bool:
@@ -688,17 +700,42 @@ class DifixFixer(Fixer):
         start = 0
         while start < batch:  # chunks of consecutive images with the same number of references
             stop = start + 1
-            while stop < batch and stop - start < self.config.chunk_size and counts[stop] == counts[start]:
+            while stop < batch and stop - start < self.chunk_size and counts[stop] == counts[start]:
                 stop += 1
             views = [resize_images(images[start:stop].float(), size)]  # [b, 3, h, w]
             if counts[start]:
                 views += [torch.stack([resize_images(refs[i][v:v + 1].float().to(images.device), size)[0]
                                        for i in range(start, stop)]) for v in range(counts[start])]
             stacked = torch.stack(views, dim=1).to(self.device)  # [b, V, 3, h, w], view 0 = the render
-            with torch.inference_mode():
-                fixed = self.model(stacked * 2.0 - 1.0, generator=generator, decode_views="first")[:, 0]
+            noise_state = generator.get_state()
+            try:
+                with torch.inference_mode():
+                    fixed = self.model(stacked * 2.0 - 1.0, generator=generator, decode_views="first")[:, 0]
+            except RuntimeError as err:
+                if not is_out_of_memory(err):
+                    raise
+                fixed = None  # the failed pass's activations go with the traceback at the end of this block
+            if fixed is None:
+                del stacked, views
+                generator.set_state(noise_state)  # the retry draws the same posterior noise
+                self._halve_chunk(stop - start, size, counts[start])
+                continue
             fixed = (fixed.float() + 1.0) / 2.0
             output[start:stop] = resize_images(fixed, (height, width)).clamp(0.0, 1.0).to(output)
             start = stop
         return output
+
+    def _halve_chunk(self, failed: int, size: Tuple[int, int], references: int) -> None:
+        """After an out-of-memory error on ``failed`` images: half as many per pass from now on, or give up at one."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if failed <= 1:
+            raise ResourceError(
+                f"Out of GPU memory fixing a single {size[1]}x{size[0]} image with {references} reference view(s) "
+                f"(`{self.config.model}`, {self.dtype}). Free GPU memory (other processes on the GPU), lower the "
+                f"working size (resolution) or the number of reference views, use bf16, or use a GPU with more "
+                f"memory.")
+        self.chunk_size = failed // 2
+        warnings.warn(f"Out of GPU memory fixing {failed} images at once: retrying with {self.chunk_size} per pass.",
+                      stacklevel=3)
 

@@ -72,8 +72,9 @@ class OracleFixer(Fixer):
     #: the difix3d pipeline and models pass ``cameras=`` (and the dataparser transform) to fixers that ask for them
     needs_cameras = True
 
-    def __init__(self, config: OracleFixerConfig, device: Union[str, torch.device] = "cpu") -> None:
-        super().__init__(config, device)
+    def __init__(self, config: OracleFixerConfig, device: Union[str, torch.device] = "cpu",
+                 flag: str = "--model") -> None:
+        super().__init__(config, device, flag)
         from ns_diffusion_methods.synthetic.render import load_dataparser_transform
         from ns_diffusion_methods.synthetic.scene import Scene
 

@@ -119,7 +119,7 @@ class LatentInpainter(Inpainter):
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from ns_diffusion_methods.diffusion.hub import resolve_pretrained
+        from ns_diffusion_methods.diffusion.hub import load_component, resolve_pretrained
 
         folder = resolve_pretrained(
             config.model, required=REQUIRED_LAYOUT, flag=flag,
@@ -129,15 +129,16 @@ class LatentInpainter(Inpainter):
                             "text_encoder/model.safetensors", "tokenizer/*", "scheduler/*"])
         device = torch.device(device)
         dtype = resolve_dtype(config.dtype, device)
-        return cls(
-            config,
-            vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype),
-            unet=UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype),
-            text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype),
-            tokenizer=CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
-            scheduler=DDIMScheduler.from_pretrained(folder, subfolder="scheduler"),
-            device=device,
-        )
+        loaders = {
+            "vae": lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype),
+            "unet": lambda: UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype),
+            "text_encoder": lambda: CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype),
+            "tokenizer": lambda: CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            "scheduler": lambda: DDIMScheduler.from_pretrained(folder, subfolder="scheduler"),
+        }
+        parts = {name: load_component(load, folder, name, model=config.model, flag=flag)
+                 for name, load in loaders.items()}
+        return cls(config, **parts, device=device)
 
     @property
     def num_train_timesteps(self) -> int:

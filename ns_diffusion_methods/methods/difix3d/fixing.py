@@ -78,9 +78,10 @@ class FixerHandle:
     """The fixer of a run, loaded once on first use (or eagerly with :meth:`load`); not an ``nn.Module``, so its
     weights are never part of a checkpoint."""
 
-    def __init__(self, config: Any, device: torch.device | str) -> None:
+    def __init__(self, config: Any, device: torch.device | str, flag: str = "--model") -> None:
         self.config = config
         self.device = torch.device(device)
+        self.flag = flag  # the command-line flag naming the weights, for error messages
         self._fixer: Optional[Any] = None
 
     @property
@@ -94,7 +95,7 @@ class FixerHandle:
             from nerfstudio.utils.rich_utils import CONSOLE
 
             CONSOLE.print(f"Loading the fixer ({getattr(self.config, 'model', type(self.config).__name__)}) ...")
-            self._fixer = self.config.setup(device=self.device)
+            self._fixer = self.config.setup(device=self.device, flag=self.flag)
         return self._fixer
 
 

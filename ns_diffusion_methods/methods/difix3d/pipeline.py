@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Literal, Optional, Type
 
 import torch
 from nerfstudio.data.datamanagers.base_datamanager import DataManagerConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
@@ -35,6 +36,7 @@ from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 
+from ns_diffusion_methods.data.checks import check_nerfstudio_capture, require_evaluation_images
 from ns_diffusion_methods.dataset_updates.pseudo_views import (
     ProgressiveSchedule,
     PseudoViews,
@@ -45,11 +47,15 @@ from ns_diffusion_methods.dataset_updates.pseudo_views import (
     show_in_viewer,
     subsample_cameras,
 )
+from ns_diffusion_methods.diffusion.untrained import mark_untrained
 from ns_diffusion_methods.errors import DataError
 from ns_diffusion_methods.fixers.base import FixerConfig
 from ns_diffusion_methods.methods.difix3d.datamanager import Difix3DNerfactoDataManagerConfig
 from ns_diffusion_methods.methods.difix3d.fixing import FixerHandle, ReferenceViews, RenderFixer, scale_learning_rates
 from ns_diffusion_methods.methods.difix3d.model import Difix3DNerfactoModelConfig
+
+#: the flag that names the fixer's weights
+FIXER_FLAG = "--pipeline.fixer.model"
 
 
 @dataclass
@@ -103,6 +109,10 @@ class Difix3DPipelineConfig(VanillaPipelineConfig):
         if self.max_targets is not None and self.max_targets < 1:
             raise ValueError(f"`max_targets` must be >= 1 or None, but is {self.max_targets}.")
 
+    def pretrained_models(self) -> Dict[str, str]:
+        """The pretrained-weight slots: flag -> model name (:mod:`ns_diffusion_methods.diffusion.untrained`)."""
+        return {FIXER_FLAG: self.fixer.model}
+
 
 class Difix3DPipeline(VanillaPipeline):
     """``VanillaPipeline`` with progressive pseudo views and render-time fixing (see the module docstring).
@@ -117,6 +127,9 @@ class Difix3DPipeline(VanillaPipeline):
     def __init__(self, config: Difix3DPipelineConfig, device: str,
                  test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
                  grad_scaler: Optional[GradScaler] = None) -> None:
+        parser = config.datamanager.dataparser
+        if test_mode != "inference" and isinstance(parser, NerfstudioDataParserConfig):  # before nerfstudio reads it
+            check_nerfstudio_capture(config.datamanager.data or parser.data)
         super().__init__(config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank,
                          grad_scaler=grad_scaler)
         self.schedule = ProgressiveSchedule(steps_per_fix=config.steps_per_fix, start_step=config.fix_start_step,
@@ -137,7 +150,7 @@ class Difix3DPipeline(VanillaPipeline):
         outputs = self.datamanager.train_dataparser_outputs  # type: ignore[attr-defined]
         self.fixer_context: Dict[str, Any] = {"dataparser_transform": outputs.dataparser_transform,
                                               "dataparser_scale": float(outputs.dataparser_scale)}
-        self.fixer_handle = FixerHandle(config.fixer, device)
+        self.fixer_handle = FixerHandle(config.fixer, device, flag=FIXER_FLAG)
         self.references = ReferenceViews(self.training_poses, train_dataset.get_image_float32)
         set_render_fixer = getattr(self.model, "set_render_fixer", None)
         if set_render_fixer is not None:
@@ -145,6 +158,17 @@ class Difix3DPipeline(VanillaPipeline):
         if test_mode == "val":
             self.fixer_handle.load()  # once, for training only; never in checkpoints (not an nn.Module)
         self._fix_phase_started = False
+
+    @torch.no_grad()
+    def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
+                                       get_std: bool = False) -> Dict[str, Any]:
+        """nerfstudio's metrics over every evaluation view (``rgb``, and ``rgb_fixed`` from the model).
+
+        Called without ``step`` (by ns-eval), the results also name the run's untrained models, if any.
+        """
+        require_evaluation_images(self.datamanager.eval_dataset, self.datamanager.get_datapath())
+        results = super().get_average_eval_image_metrics(step=step, output_path=output_path, get_std=get_std)
+        return results if step is not None else mark_untrained(results, self.config)
 
     def _target_poses(self) -> torch.Tensor:
         """The c2w poses [M, 3, 4] the pseudo cameras walk toward."""

@@ -47,7 +47,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor, nn
 from torch.cuda.amp.grad_scaler import GradScaler
 
+from ns_diffusion_methods.data.checks import require_evaluation_images
 from ns_diffusion_methods.dataset_updates import render_camera_outputs, run_sharded
+from ns_diffusion_methods.diffusion.untrained import mark_untrained
 from ns_diffusion_methods.gan import (
     PatchDiscriminator,
     PatchDiscriminatorConfig,
@@ -136,6 +138,10 @@ class MaldNerfPipelineConfig(VanillaPipelineConfig):
         if not 0.0 <= self.t_min <= self.t_max <= 1.0:
             raise ValueError(f"need 0 <= t_min <= t_max <= 1 (fractions of T), but got t_min={self.t_min}, "
                              f"t_max={self.t_max}.")
+
+    def pretrained_models(self) -> Dict[str, str]:
+        """The pretrained-weight slots: flag -> model name (:mod:`ns_diffusion_methods.diffusion.untrained`)."""
+        return {"--pipeline.inpainter.model": self.inpainter.model}
 
 
 def _average_gradients_across_ranks(module: nn.Module, world_size: int) -> None:
@@ -380,11 +386,16 @@ class MaldNerfPipeline(VanillaPipeline):
     @torch.no_grad()
     def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None,
                                        get_std: bool = False) -> Dict[str, Any]:
-        """ns-eval's metrics over every test view: full-frame, masked, and set-level FID/KID."""
+        """ns-eval's metrics over every test view: full-frame, masked, and set-level FID/KID.
+
+        Called without ``step`` (by ns-eval), the results also name the run's untrained models, if any.
+        """
         from ns_diffusion_methods.methods.mald_nerf.evaluation import evaluate_test_views
 
+        require_evaluation_images(self.datamanager.eval_dataset, self.datamanager.get_datapath())
         self.eval()
         try:
-            return evaluate_test_views(self, output_path=output_path, get_std=get_std)
+            results = evaluate_test_views(self, output_path=output_path, get_std=get_std)
         finally:
             self.train()
+        return results if step is not None else mark_untrained(results, self.config)

@@ -1,0 +1,146 @@
+"""Checks of a capture before any long work: ``transforms.json`` fields, image files, the evaluation split.
+
+nerfstudio's own dataparser stops on a malformed ``transforms.json`` with a bare ``KeyError: 'frames'`` or an
+assertion, and on a missing or corrupt image only when the datamanager loads it, with a traceback. The package's
+methods run these checks first (``object-mask-data`` in its dataparser, ``difix3d`` on ``nerfstudio-data`` captures),
+so the user reads which file is wrong and what to do before anything trains. Every problem of a kind is collected
+and reported at once, so a capture is fixed in one go.
+
+Import-light (json, numpy, PIL): the dataparsers import it during nerfstudio's plugin discovery.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ns_diffusion_methods.errors import DataError
+
+#: intrinsics nerfstudio-data needs, at the top level of transforms.json or in every frame
+INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+
+#: how many offending entries an error message lists before summarising the rest
+MAX_LISTED = 12
+
+
+def _listing(lines: Sequence[str]) -> str:
+    shown = list(lines[:MAX_LISTED])
+    if len(lines) > MAX_LISTED:
+        shown.append(f"  ... and {len(lines) - MAX_LISTED} more")
+    return "\n".join(shown)
+
+
+def image_problem(path: Path) -> Optional[str]:
+    """Why the image file ``path`` cannot be used (missing, not an image, truncated), or None.
+
+    ``Image.verify`` reads the whole file without decoding it: PNG chunks are checked to their end, so a truncated
+    PNG is caught here, not halfway through loading the capture.
+    """
+    if not path.is_file():
+        return "does not exist"
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, struct.error... for bad files
+        return f"cannot be read as an image ({type(err).__name__}: {err})"
+    return None
+
+
+def check_image_files(paths: Sequence[Path], hint: str) -> None:
+    """Raise :class:`DataError` naming every file of ``paths`` that is missing or not a readable image.
+
+    Args:
+        paths: the image files of a capture.
+        hint: what to do, appended to the message.
+    """
+    problems = [f"  - {path}: {reason}" for path in paths if (reason := image_problem(Path(path))) is not None]
+    if problems:
+        raise DataError(f"{len(problems)} of {len(paths)} images of the capture cannot be used:\n"
+                        f"{_listing(problems)}\n{hint}")
+
+
+def _frame_problem(frame: Any, meta: dict) -> Optional[str]:
+    if not isinstance(frame, dict):
+        return "is not an object"
+    missing = [key for key in ("file_path", "transform_matrix") if key not in frame]
+    missing += [key for key in INTRINSICS if key not in frame and key not in meta]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    try:
+        shape = np.asarray(frame["transform_matrix"], dtype=np.float64).shape
+    except (TypeError, ValueError):
+        shape = None
+    if shape not in ((4, 4), (3, 4)):
+        return "has a transform_matrix that is not a 4x4 (or 3x4) matrix of numbers"
+    return None
+
+
+def check_nerfstudio_capture(data: Path) -> Path:
+    """Check a nerfstudio-data capture: ``transforms.json`` has the fields nerfstudio needs, and every image is usable.
+
+    Args:
+        data: the capture folder (holding ``transforms.json``) or the JSON file itself, as ``--data`` takes it.
+
+    Returns:
+        The ``transforms.json`` file.
+
+    Raises:
+        DataError: the file is missing or not JSON, has no ``frames``, a frame lacks ``file_path``,
+            ``transform_matrix`` or intrinsics, or an image file is missing or unreadable; the message names the file.
+    """
+    data = Path(data)
+    path = data if data.suffix == ".json" else data / "transforms.json"
+    if not path.is_file():
+        raise DataError(f"{path} does not exist. --data must be a nerfstudio capture: a folder with transforms.json "
+                        f"(ns-process-data writes one) or the JSON file itself.")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err}). Repair it or write it again with ns-process-data.") \
+            from None
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not isinstance(frames, list) or not frames:
+        raise DataError(f"{path} has no \"frames\" list (or an empty one): nerfstudio-data reads one entry per image "
+                        f"from it, each with \"file_path\" and \"transform_matrix\". Write it again with "
+                        f"ns-process-data.")
+    absent = [key for key in INTRINSICS
+              if key not in meta and not any(isinstance(frame, dict) and key in frame for frame in frames)]
+    if absent:
+        raise DataError(f"{path} gives no {', '.join(absent)}: the camera intrinsics (focal lengths fl_x, fl_y in "
+                        f"pixels, principal point cx, cy, image size w, h) belong at the top level of the file, or in "
+                        f"every frame. Add them, or write the file again with ns-process-data.")
+    problems: List[str] = []
+    for index, frame in enumerate(frames):
+        reason = _frame_problem(frame, meta)
+        if reason is not None:
+            name = frame.get("file_path", "no file_path") if isinstance(frame, dict) else "?"
+            problems.append(f"  - frame {index} ({name}): {reason}")
+    if problems:
+        raise DataError(
+            f"{path}: {len(problems)} of {len(frames)} frames cannot be used:\n{_listing(problems)}\n"
+            f"Each frame needs \"file_path\" and a 4x4 \"transform_matrix\"; the intrinsics "
+            f"{', '.join(INTRINSICS)} are given once at the top level or in every frame. Fix these frames or "
+            f"remove them from {path.name}.")
+    check_image_files([path.parent / frame["file_path"] for frame in frames],
+                      hint=f"Restore or replace these files, or remove their frames from {path}.")
+    return path
+
+
+def require_evaluation_images(dataset: Any, data: Optional[Path]) -> None:
+    """Raise :class:`DataError` when ``ns-eval`` would have no image to score (``dataset`` None or empty).
+
+    Args:
+        dataset: the datamanager's evaluation dataset.
+        data: the capture (``--data`` of the run), named in the message.
+    """
+    if dataset is not None and len(dataset) > 0:
+        return
+    raise DataError(
+        f"The capture {data} has no evaluation images (its test split is empty), so ns-eval has nothing to score. "
+        f"Give the capture evaluation views (for example frames whose file names contain \"eval\" with the filename "
+        f"split, or a \"test_filenames\" list in transforms.json) and run ns-eval again; the trained run itself is "
+        f"fine.")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
@@ -177,7 +178,7 @@ class MaldNerfPipeline(VanillaPipeline):
             self._training_only["inpainter"] = self._build_inpainter(device, world_size, local_rank)
 
     # ---------------------------------------------------------------------------------------------------- setup
-    @property
+    @cached_property  # not a property: the viewer reads every property of the pipeline, cached ones excepted
     def inpainter(self) -> Inpainter:
         """The inpainter (training only)."""
         if "inpainter" not in self._training_only:

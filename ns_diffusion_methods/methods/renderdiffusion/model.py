@@ -32,7 +32,7 @@ from ns_diffusion_methods.methods.renderdiffusion.encoder import TriplaneEncoder
 from ns_diffusion_methods.methods.renderdiffusion.geometry import (frame_rotations, image_aligned_planes, pixel_rays,
                                                                    to_frame)
 from ns_diffusion_methods.methods.renderdiffusion.procedures import Triplanes
-from ns_diffusion_methods.triplane.rendering import BoxVolumeRendererConfig
+from ns_diffusion_methods.triplane.rendering import BoxVolumeRendererConfig, ray_aabb_intersect
 
 
 def _renderer_default() -> BoxVolumeRendererConfig:
@@ -206,9 +206,11 @@ class RenderDiffusionModel(Model):
         return self.denoiser
 
     # ------------------------------------------------------------------ training pass
-    def forward(self, batch: Union[Dict[str, Tensor], RayBundle]) -> Dict[str, Tensor]:  # type: ignore[override]
-        """Training pass on a dict batch; ray bundles render the shown triplane (see :meth:`get_outputs`)."""
-        return self.get_outputs(batch)
+    def forward(self, ray_bundle: Union[Dict[str, Tensor], RayBundle]) -> Dict[str, Tensor]:  # type: ignore[override]
+        """Training pass on a dict batch; ray bundles render the shown triplane (see :meth:`get_outputs`).
+
+        The argument keeps nerfstudio's name: ``get_outputs_for_camera`` (viewer, ns-render) passes it by keyword."""
+        return self.get_outputs(ray_bundle)
 
     def get_outputs(self, ray_bundle: Union[Dict[str, Tensor], RayBundle, Cameras]) -> Dict[str, Tensor]:
         if isinstance(ray_bundle, dict):
@@ -259,8 +261,13 @@ class RenderDiffusionModel(Model):
         denoiser = self.sampling_denoiser
         if self.shown is None:  # nothing reconstructed or generated yet: the empty scene (background only)
             rgb = denoiser.background.clamp(0, 1).expand(*shape, 3)
+            # the depth an empty field renders to (the far side of the box), not 0: the viewer composites by depth,
+            # and a background at depth 0 would hide everything it draws (the training cameras)
+            box = denoiser.renderer.config
+            _, far, _ = ray_aabb_intersect(origins, directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-9),
+                                           box.bound, box.min_near)
             return {"rgb": rgb, "accumulation": torch.zeros(*shape, 1, device=rgb.device),
-                    "depth": torch.zeros(*shape, 1, device=rgb.device)}
+                    "depth": far.reshape(*shape, 1)}
         rot = self.shown.rotations
         origins = torch.einsum("bij,brj->bri", rot, origins)
         directions = torch.einsum("bij,brj->bri", rot, directions)

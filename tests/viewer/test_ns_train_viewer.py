@@ -67,8 +67,7 @@ def test_live_mald_nerf_shows_the_inpainted_images_on_the_training_cameras(brows
     iterations, port, output = 2, free_port(), tmp_path / "runs"
     flags = [*MALD_NERF_TINY, "--pipeline.inpainter.model", "opencv"]
     with live_training("mald-nerf-small", object_removal_capture, output, flags, iterations, port):
-        page = ViewerPage(browser, f"http://127.0.0.1:{port}/")
-        try:
+        with ViewerPage(browser, f"http://127.0.0.1:{port}/", tmp_path / "failed-mald-nerf-live.png") as page:
             state = final_checkpoint(page, output, iterations)
             inpainted = state["pipeline"]["datamanager.inpainted.images"].float() / 255  # [N, H, W, 3]
             frustums = page.wait_for(lambda: len(page.frustums("/cameras")) == len(inpainted) and
@@ -89,16 +88,13 @@ def test_live_mald_nerf_shows_the_inpainted_images_on_the_training_cameras(brows
 
             check_frame_shown(page, tmp_path / "mald-nerf-live-default-view.png")
             check_click_moves_onto_the_camera(page, tmp_path / "viewer-mald-nerf-small-live.png")
-        finally:
-            page.close()
 
 
 def test_live_difix3d_draws_the_pseudo_views(browser, sparse_views_capture, tmp_path):
     method, iterations, port, output = "difix3d-nerfacto-small", 4, free_port(), tmp_path / "runs"
     flags = [*DIFIX3D_FAST[method], *DIFIX3D_ROUNDS]  # 2 pseudo views, a fix round at step 3
     with live_training(method, sparse_views_capture, output, flags, iterations, port):
-        page = ViewerPage(browser, f"http://127.0.0.1:{port}/")
-        try:
+        with ViewerPage(browser, f"http://127.0.0.1:{port}/", tmp_path / "failed-difix3d-live.png") as page:
             views = pseudo_views_of(final_checkpoint(page, output, iterations))
             assert len(views) == 2 and bool(views.filled.all())
             frustums = page.wait_for(lambda: len(page.frustums("/pseudo_views")) == len(views) and
@@ -113,5 +109,3 @@ def test_live_difix3d_draws_the_pseudo_views(browser, sparse_views_capture, tmp_
                 fixed = views.image(index).numpy()
                 assert np.abs(block_means(shown) - block_means(fixed)).mean() < 0.03, index
             check_frame_shown(page, tmp_path / "difix3d-live-default-view.png")
-        finally:
-            page.close()

@@ -114,7 +114,7 @@ def check_rgb_fixed(page: ViewerPage, rgb: np.ndarray) -> None:
     assert difference > 0.02, f"the rgb_fixed frame is the rgb frame ({difference:.3f})"
 
 
-def check_training_object_slider(page: ViewerPage, rgb: np.ndarray) -> None:
+def check_training_object_slider(page: ViewerPage, _rgb: np.ndarray) -> None:
     """ssdnerf: the "Training object" slider spans the training objects; moving it re-renders."""
     slider = page.gui(SLIDER, "Training object")
     assert (slider["min"], slider["max"], slider["value"]) == (0, 7, 0)  # objects_dataset: 8 training objects
@@ -142,12 +142,9 @@ def test_ns_viewer_shows_the_run_in_a_browser(method: str, browser: Any, request
     command = [console_script("ns-viewer"), "--load-config", str(config),
                "--viewer.websocket-host", "127.0.0.1", "--viewer.websocket-port", str(port)]
     with serving(command, port, tmp_path / "ns-viewer.log"):
-        page = ViewerPage(browser, f"http://127.0.0.1:{port}/")
-        try:
+        with ViewerPage(browser, f"http://127.0.0.1:{port}/", tmp_path / f"failed-{method}.png") as page:
             check_training_cameras(page, config)
             check_frame_shown(page, tmp_path / f"{method}-default-view.png")
             rgb = check_click_moves_onto_the_camera(page, tmp_path / f"viewer-{method}.png")
             if method in EXTRA_CHECKS:
                 EXTRA_CHECKS[method](page, rgb)
-        finally:
-            page.close()

@@ -139,16 +139,25 @@ def frustum_image_centre(frustum: Dict[str, Any], position: np.ndarray, wxyz: Se
 class ViewerPage:
     """A viewer page in Chromium, with every viser message it received (``received``) and sent (``sent``)."""
 
-    def __init__(self, browser: Any, url: str) -> None:
+    def __init__(self, browser: Any, url: str, failure_shot: Path) -> None:
         self.received: List[Tuple[float, Dict[str, Any]]] = []  # (arrival time, message)
         self.sent: List[Tuple[float, Dict[str, Any]]] = []
         self.errors: List[str] = []
+        self.failure_shot = failure_shot
         self.page = browser.new_page(viewport=VIEWPORT)
         self.page.on("websocket", self._record)
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.goto(url)
 
-    def close(self) -> None:
+    def __enter__(self) -> "ViewerPage":
+        return self
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        """Close the page; after a failed check, keep a screenshot of it (``failure_shot``) first."""
+        if error is not None:
+            with contextlib.suppress(Exception):
+                self.page.screenshot(path=str(self.failure_shot))
+                save_artifact(self.failure_shot)
         self.page.close()
 
     def _record(self, websocket: Any) -> None:
@@ -200,10 +209,10 @@ class ViewerPage:
         self.wait_for(lambda: self.got(FRAME), "a rendered frame", timeout=timeout)
 
     def wait_for_quiet(self, kind: str = FRAME, quiet: float = 1.0, timeout: float = 30.0) -> None:
-        """Let the page run until no ``kind`` message arrived for ``quiet`` s."""
+        """Let the page run until no ``kind`` message was received or sent for ``quiet`` s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            last = max((t for t, m in self.received if m.get("type") == kind), default=0.0)
+            last = max((t for t, m in self.received + self.sent if m.get("type") == kind), default=0.0)
             if time.monotonic() - last > quiet:
                 return
             self.page.wait_for_timeout(100)
@@ -266,31 +275,38 @@ class ViewerPage:
         return sorted(visible)
 
     def zoom_out_until_in_view(self, prefix: str, steps: int = 30) -> List[Tuple[float, str, float, float]]:
-        """Scroll the mouse wheel over the canvas (orbit zoom out) until a frustum under ``prefix`` is in view."""
+        """Scroll the mouse wheel over the canvas (orbit zoom out) until a frustum under ``prefix`` is in view.
+
+        The page's camera glides after a wheel step (and after the one :meth:`wait_for_frame` may take): the frustums
+        are projected once it has stopped sending camera updates.
+        """
         box = self.canvas_box()
         for _ in range(steps):
+            self.wait_for_quiet(VIEWER_CAMERA, quiet=0.5)
             visible = self.frustums_in_view(prefix)
             if visible:
                 return visible
-            sent = len(self.did(VIEWER_CAMERA))
             self.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             self.page.mouse.wheel(0, 200)
-            self.wait_for(lambda sent=sent: len(self.did(VIEWER_CAMERA)) > sent, "the zoomed camera", timeout=10)
         raise AssertionError(f"no frustum under {prefix} came into view after {steps} zoom-out steps")
 
-    def click_frustum(self, prefix: str) -> Tuple[str, Dict[str, Any]]:
+    def click_frustum(self, prefix: str, attempts: int = 3) -> Tuple[str, Dict[str, Any]]:
         """Click the nearest frustum in view (zooming out if none is); return the clicked node and its frustum.
 
         The page reports the click to the server (``SceneNodeClickMessage``), which is what nerfstudio's training
-        cameras react to by moving the page's camera onto them.
+        cameras react to by moving the page's camera onto them. A click the page does not report (it took the click
+        for the start of a drag) is repeated, at most ``attempts`` times.
         """
-        _depth, name, u, v = self.zoom_out_until_in_view(prefix)[0]
-        before = time.monotonic()
-        self.page.mouse.click(u, v)
-        clicks = self.wait_for(lambda: self.did(NODE_CLICK, since=before), f"a click on {name} at ({u:.0f}, {v:.0f})",
-                               timeout=10)
-        clicked = clicks[0]["name"]  # a frustum in front of the aimed one may take the click: take the page's word
-        return clicked, self.frustums(prefix)[clicked]
+        for _ in range(attempts):
+            _depth, name, u, v = self.zoom_out_until_in_view(prefix)[0]
+            before = time.monotonic()
+            self.page.mouse.click(u, v)
+            with contextlib.suppress(AssertionError):
+                clicks = self.wait_for(lambda before=before: self.did(NODE_CLICK, since=before), "a click", timeout=5)
+                clicked = clicks[0]["name"]  # a frustum in front of the aimed one may take the click: the page's word
+                return clicked, self.frustums(prefix)[clicked]
+        raise AssertionError(f"the page reported none of {attempts} clicks on {name} at ({u:.0f}, {v:.0f}) "
+                             f"(page errors: {self.errors or 'none'})")
 
     def screenshot(self, path: Path) -> np.ndarray:
         """Save a PNG of the page; return the visible 3D view of it as ``[H, W, 3]`` floats in [0, 1]."""

@@ -261,20 +261,22 @@ CHECKS: Dict[str, Callable[[dict, dict, str], None]] = {
 def assert_optimizers_continue(saved: dict, resumed: dict, iterations: int) -> None:
     """Adam step counts and scheduler epochs of the resumed run go on from the checkpoint's.
 
-    A parameter without a gradient in a step (e.g. an unused hash-grid entry) is not stepped, so per parameter the
-    count grows by at most ``iterations``; the most-stepped parameters of each group grow by exactly that. A fresh
-    optimizer would count from zero, far below the checkpoint's counts.
+    A parameter without a gradient in a step (e.g. an unused hash-grid entry) is not stepped, and a whole group can
+    skip steps by design (nerfacto's proposal networks are updated only every few steps, on a schedule), so per
+    parameter the count grows by at most ``iterations``; in at least one group (the field, stepped every iteration)
+    the most-stepped parameters grow by exactly that. A fresh optimizer would count from zero, far below the
+    checkpoint's counts.
     """
-    compared = 0
+    compared, exact = 0, 0
     for group, optimizer in saved["optimizers"].items():
         counts = [(float(state["step"]), float(resumed["optimizers"][group]["state"][index]["step"]))
                   for index, state in optimizer["state"].items() if "step" in state]
         if not counts:
             continue
         assert all(before <= after <= before + iterations for before, after in counts), (group, counts)
-        assert max(after for _, after in counts) == max(before for before, _ in counts) + iterations, group
+        exact += max(after for _, after in counts) == max(before for before, _ in counts) + iterations
         compared += 1
-    assert compared > 0
+    assert compared > 0 and exact > 0
     assert saved["schedulers"].keys() == resumed["schedulers"].keys()
     for group, scheduler in saved["schedulers"].items():
         assert resumed["schedulers"][group]["last_epoch"] == scheduler["last_epoch"] + iterations, group

@@ -6,12 +6,14 @@
    ``weights_only=True`` from torch 2.6) loads them without turning safe loading off
    (:mod:`~ns_diffusion_methods.compat.checkpoints`);
 2. makes metrics whose backbone weights cannot be obtained (LPIPS' AlexNet/VGG) unavailable instead of fatal, in
-   stock nerfstudio models too (:mod:`~ns_diffusion_methods.compat.metrics`).
+   stock nerfstudio models too (:mod:`~ns_diffusion_methods.compat.metrics`);
+3. lets pipelines draw their rewritten training data (inpainted views, pseudo views) into the viewer of a loaded or
+   resumed run (:mod:`~ns_diffusion_methods.compat.viewer`).
 """
 
 from __future__ import annotations
 
-from ns_diffusion_methods.compat import checkpoints, metrics
+from ns_diffusion_methods.compat import checkpoints, metrics, viewer
 
 _ACTIVE = False
 
@@ -23,4 +25,5 @@ def activate() -> None:
         return
     checkpoints.allow_nerfstudio_checkpoints()
     metrics.install()
+    viewer.install()
     _ACTIVE = True

@@ -4,7 +4,8 @@ Each method's small preset is trained for a few iterations on the test captures;
 loopback port, and the page is driven like a user would: it must get the training cameras (one frustum per training
 image, at the dataparser's poses, with a thumbnail), show a rendered frame, move onto a training camera when its
 frustum is clicked and render from there. Method additions are checked from the page too: the ``rgb_fixed`` output of
-difix3d (picked in the output menu, then rendered), and ssdnerf's "Training object" slider. A screenshot of the view
+difix3d (picked in the output menu, then rendered), ssdnerf's "Training object" slider, and the training-data
+state a run saved: mald-nerf's inpainted images on the training cameras, difix3d's pseudo-view frustums. A screenshot of the view
 from the clicked training camera is kept (see :func:`viewer_browser.save_artifact`).
 """
 
@@ -126,6 +127,61 @@ def check_training_object_slider(page: ViewerPage, _rgb: np.ndarray) -> None:
     page.wait_for(lambda: page.got(FRAME, since=start), "a frame of training object 1")
 
 
+def check_inpainted_thumbnails(page: ViewerPage, config_path: Path) -> None:
+    """mald-nerf: the training cameras show the inpainted images saved in the run's checkpoint, not the captured
+    ones (drawn by the pipeline's ``on_viewer_scene`` after nerfstudio's own thumbnails)."""
+    import torch
+
+    from ns_diffusion_methods.methods.mald_nerf.viewer import thumbnail
+
+    state = torch.load(harness.latest_checkpoint(config_path), map_location="cpu", weights_only=False)
+    inpainted = state["pipeline"]["datamanager.inpainted.images"].float() / 255  # [N, H, W, 3]
+    config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    datamanager = config.pipeline.datamanager.setup(device="cpu", test_mode="test")
+
+    def shows_inpainted() -> bool:
+        frustums = page.frustums("/cameras")
+        if len(frustums) != len(inpainted):
+            return False
+        for index in range(len(inpainted)):
+            shown = decode_image(frustums[f"/cameras/camera_{index:05d}"]["image_binary"])
+            expected = thumbnail(inpainted[index]).astype(np.float32) / 255
+            if shown.shape != expected.shape or np.abs(shown - expected).mean() > 0.03:
+                return False
+        return True
+
+    page.wait_for(shows_inpainted, "the inpainted images on the training cameras")
+    frustums = page.frustums("/cameras")
+    for index in range(len(inpainted)):
+        shown = decode_image(frustums[f"/cameras/camera_{index:05d}"]["image_binary"])
+        captured = thumbnail(datamanager.captured[index]).astype(np.float32) / 255
+        mask = thumbnail(datamanager.object_masks[index, ..., None].float().expand(-1, -1, 3))[..., 0] > 127
+        assert mask.any() and np.abs(shown - captured)[mask].mean() > 0.1, index  # not the captured object
+
+
+def check_pseudo_view_frustums(page: ViewerPage, config_path: Path) -> None:
+    """difix3d: the pseudo views saved in the run's checkpoint are drawn at their poses (``on_viewer_scene``)."""
+    import torch
+    from methods.difix3d.test_difix3d_methods import pseudo_views_of
+
+    views = pseudo_views_of(torch.load(harness.latest_checkpoint(config_path), map_location="cpu",
+                                       weights_only=False))
+    assert len(views) > 0
+    frustums = page.wait_for(lambda: len(page.frustums("/pseudo_views")) == len(views) and
+                             page.frustums("/pseudo_views"), "the pseudo-view frustums")
+    for index in range(len(views)):
+        centre = views.poses[index, :, 3].double().numpy() * VISER_NERFSTUDIO_SCALE_RATIO
+        np.testing.assert_allclose(frustums[f"/pseudo_views/view_{index:03d}"]["position"], centre, atol=1e-3)
+
+
+#: checks of what a loaded run's pipeline draws itself (its checkpointed training-data state)
+STATE_CHECKS: Dict[str, Callable[[ViewerPage, Path], None]] = {
+    "mald-nerf-small": check_inpainted_thumbnails,
+    "difix3d-nerfacto-small": check_pseudo_view_frustums,
+    "difix3d-splat-small": check_pseudo_view_frustums,
+}
+
+
 EXTRA_CHECKS: Dict[str, Callable[[ViewerPage, np.ndarray], None]] = {
     "difix3d-nerfacto-small": check_rgb_fixed,
     "difix3d-splat-small": check_rgb_fixed,
@@ -144,6 +200,8 @@ def test_ns_viewer_shows_the_run_in_a_browser(method: str, browser: Any, request
     with serving(command, port, tmp_path / "ns-viewer.log"):
         with ViewerPage(browser, f"http://127.0.0.1:{port}/", tmp_path / f"failed-{method}.png") as page:
             check_training_cameras(page, config)
+            if method in STATE_CHECKS:
+                STATE_CHECKS[method](page, config)
             check_frame_shown(page, tmp_path / f"{method}-default-view.png")
             rgb = check_click_moves_onto_the_camera(page, tmp_path / f"viewer-{method}.png")
             if method in EXTRA_CHECKS:

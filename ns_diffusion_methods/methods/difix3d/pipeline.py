@@ -206,6 +206,12 @@ class Difix3DPipeline(VanillaPipeline):
         metrics_dict["pseudo_batch"] = torch.tensor(float(pseudo is not None))
         return model_outputs, loss_dict, metrics_dict
 
+    def on_viewer_scene(self, viewer_state: Any) -> None:
+        """Called after the viewer drew its scene (``ns-viewer --load-config``, a resumed ``ns-train``): draw the
+        pseudo views the run holds, as a training round does."""
+        if self.config.show_pseudo_views and len(self.pseudo_views):
+            show_in_viewer(viewer_state, self.pseudo_views)
+
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes
                                ) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)

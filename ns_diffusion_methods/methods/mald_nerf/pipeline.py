@@ -213,6 +213,14 @@ class MaldNerfPipeline(VanillaPipeline):
         groups["discriminator"] = list(self.discriminator.parameters())
         return groups
 
+    def on_viewer_scene(self, viewer_state: Any) -> None:
+        """Called after the viewer drew the training cameras (``ns-viewer --load-config``, a resumed ``ns-train``):
+        once every view has been inpainted, their thumbnails show the inpainted images the run holds."""
+        if bool((self.datamanager.inpainted.updates > 0).all()):
+            from ns_diffusion_methods.methods.mald_nerf.viewer import show_training_images
+
+            show_training_images(viewer_state, self.datamanager)
+
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         """nerfacto's callbacks plus the dataset update, checked before every iteration."""
         self._trainer = training_callback_attributes.trainer

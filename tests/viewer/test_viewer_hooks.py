@@ -39,3 +39,37 @@ def test_an_untrained_renderdiffusion_model_renders_the_empty_scene_for_the_view
     assert torch.all(outputs["accumulation"] == 0)
     # the central ray leaves the box [-1, 1]^3 at z = -1
     assert abs(float(outputs["depth"][8, 8, 0]) - (distance + 1)) < 0.05
+
+
+def test_the_viewer_calls_the_pipelines_scene_hook_after_drawing_its_scene():
+    """nerfstudio's Viewer.init_scene is wrapped (once) so that a pipeline's on_viewer_scene runs after it."""
+    from types import ModuleType
+
+    from nerfstudio.viewer.viewer import Viewer as NerfstudioViewer
+
+    from ns_diffusion_methods.compat.viewer import _patch_viewer
+
+    assert getattr(NerfstudioViewer.init_scene, "_ns_diffusion_hooked", False)  # the package's import patched it
+
+    calls = []
+
+    class Viewer:
+        def __init__(self, pipeline):
+            self.pipeline = pipeline
+
+        def init_scene(self, **kwargs):
+            calls.append(("init", kwargs))
+
+    class Pipeline:
+        def on_viewer_scene(self, viewer):
+            calls.append(("hook", viewer))
+
+    module = ModuleType("fake_viewer")
+    module.Viewer = Viewer
+    _patch_viewer(module)
+    _patch_viewer(module)  # a second patch does not wrap twice
+    viewer = Viewer(Pipeline())
+    viewer.init_scene(train_state="completed")
+    assert calls == [("init", {"train_state": "completed"}), ("hook", viewer)]
+    Viewer(object()).init_scene()  # a pipeline without the hook: nerfstudio's scene only
+    assert calls[-1] == ("init", {})

@@ -42,11 +42,23 @@ def latest_complete_step(checkpoint_dir: Path) -> Optional[int]:
     return max(steps) if steps else None
 
 
+def partial_dir_of(folder: Path) -> Path:
+    """The sibling folder where files of ``folder`` are written before being moved in (``.NAME-partial``)."""
+    return folder.parent / f".{folder.name}-partial"
+
+
 def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to ``path`` so that ``path`` is either absent, the old file, or the complete new file."""
-    partial_dir = path.parent.parent / f".{path.parent.name}-partial"
+    """``torch.save`` to ``path`` so that ``path`` is either absent, the old file, or the complete new file.
+
+    Truncated files left in the partial folder by an earlier, killed process are removed first.
+    """
+    partial_dir = partial_dir_of(path.parent)
     partial_dir.mkdir(parents=True, exist_ok=True)
-    partial = partial_dir / f"{path.name}.{os.getpid()}"
+    pid = str(os.getpid())
+    for leftover in partial_dir.iterdir():
+        if leftover.is_file() and leftover.suffix.lstrip(".") != pid:
+            leftover.unlink(missing_ok=True)
+    partial = partial_dir / f"{path.name}.{pid}"
     with open(partial, "wb") as handle:
         torch.save(obj, handle)
         handle.flush()
@@ -107,7 +119,7 @@ class DiffusionTrainer(Trainer):
         written = [path for path in written if path.is_file()]
         for path in written:
             path.unlink()
-        partial = self.checkpoint_dir.parent / f".{self.checkpoint_dir.name}-partial"
+        partial = partial_dir_of(self.checkpoint_dir)
         output_dir = Path(self.config.output_dir).resolve()
         for folder in (self.checkpoint_dir, partial, base, base.parent, base.parent.parent):  # run, method, experiment
             inside = output_dir in folder.resolve().parents  # never --output-dir itself or anything above it

@@ -48,7 +48,7 @@ import pytest
 import torch
 
 from ns_diffusion_methods.benchmark.nerfstudio_runs import UNATTENDED_FLAGS
-from ns_diffusion_methods.engine.trainer import latest_complete_step
+from ns_diffusion_methods.engine.trainer import atomic_torch_save, latest_complete_step, partial_dir_of
 
 #: generous limits for a loaded 2-core machine (a run normally needs 20-40 s, most of it importing nerfstudio)
 START_TIMEOUT_S = 240
@@ -415,7 +415,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint_newest(
 
     # the checkpoint folder holds only the complete step 5: the killed write left its truncated file elsewhere
     assert os.listdir(folder) == ["step-000000005.ckpt"]
-    partials = list((run / f".{folder.name}-partial").glob("step-000000010.ckpt.*"))
+    partials = list(partial_dir_of(folder).glob("step-000000010.ckpt.*"))
     assert len(partials) == 1 and partials[0].stat().st_size >= 100_000
     with pytest.raises(RuntimeError, match="failed reading zip archive"):
         load(partials[0])
@@ -424,3 +424,8 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint_newest(
     names = os.listdir(folder)  # nerfstudio's eval_setup takes the highest "step-N." of every name in the folder
     assert sorted(int(x[x.find("-") + 1: x.find(".")]) for x in names)[-1] == 5
     assert torch.equal(load(folder / "step-000000005.ckpt")["weights"], torch.arange(8.0))
+
+    # the next save (a resumed run is another process) clears the killed write's leftover
+    atomic_torch_save({"weights": torch.ones(3)}, folder / "step-000000006.ckpt")
+    assert list(partial_dir_of(folder).iterdir()) == []
+    assert latest_complete_step(folder) == 6

@@ -19,7 +19,6 @@ from typing import Any, Dict, List, Optional
 import harness
 import numpy as np
 import torch
-import yaml
 from methods.difix3d.test_difix3d_methods import FAST as DIFIX3D_FAST
 from methods.difix3d.test_difix3d_methods import ROUNDS as DIFIX3D_ROUNDS
 from methods.difix3d.test_difix3d_methods import pseudo_views_of
@@ -30,13 +29,13 @@ from viewer_browser import (
     block_means,
     check_click_moves_onto_the_camera,
     check_frame_shown,
+    check_inpainted_thumbnails,
     console_script,
     decode_image,
     free_port,
     serving,
 )
 
-from ns_diffusion_methods.methods.mald_nerf.viewer import thumbnail
 
 
 def live_training(method: str, data: Path, output: Path, flags: List[str], iterations: int, port: int):
@@ -69,23 +68,7 @@ def test_live_mald_nerf_shows_the_inpainted_images_on_the_training_cameras(brows
     with live_training("mald-nerf-small", object_removal_capture, output, flags, iterations, port):
         with ViewerPage(browser, f"http://127.0.0.1:{port}/", tmp_path / "failed-mald-nerf-live.png") as page:
             state = final_checkpoint(page, output, iterations)
-            inpainted = state["pipeline"]["datamanager.inpainted.images"].float() / 255  # [N, H, W, 3]
-            frustums = page.wait_for(lambda: len(page.frustums("/cameras")) == len(inpainted) and
-                                     page.frustums("/cameras"), f"{len(inpainted)} training camera frustums")
-
-            # the captured images and object masks, as the run's datamanager loads them
-            config = yaml.load(next(output.glob("*/*/run/config.yml")).read_text(), Loader=yaml.Loader)
-            datamanager = config.pipeline.datamanager.setup(device="cpu", test_mode="test")
-            for index in range(len(inpainted)):
-                shown = decode_image(frustums[f"/cameras/camera_{index:05d}"]["image_binary"])
-                expected = thumbnail(inpainted[index]).astype(np.float32) / 255
-                captured = thumbnail(datamanager.captured[index]).astype(np.float32) / 255
-                mask = thumbnail(datamanager.object_masks[index, ..., None].float().expand(-1, -1, 3))[..., 0] > 127
-                assert shown.shape == expected.shape and mask.any()
-                assert np.abs(shown - expected).mean() < 0.03, index  # the inpainted image (JPEG-compressed)
-                assert np.abs(shown - expected)[mask].mean() < 0.05, index
-                assert np.abs(shown - captured)[mask].mean() > 0.1, index  # not the captured object
-
+            check_inpainted_thumbnails(page, state, next(output.glob("*/*/run/config.yml")))
             check_frame_shown(page, tmp_path / "mald-nerf-live-default-view.png")
             check_click_moves_onto_the_camera(page, tmp_path / "viewer-mald-nerf-small-live.png")
 

@@ -36,6 +36,7 @@ from viewer_browser import (
     block_means,
     check_click_moves_onto_the_camera,
     check_frame_shown,
+    check_inpainted_thumbnails,
     console_script,
     decode_image,
     free_port,
@@ -127,36 +128,13 @@ def check_training_object_slider(page: ViewerPage, _rgb: np.ndarray) -> None:
     page.wait_for(lambda: page.got(FRAME, since=start), "a frame of training object 1")
 
 
-def check_inpainted_thumbnails(page: ViewerPage, config_path: Path) -> None:
+def check_loaded_inpainted_thumbnails(page: ViewerPage, config_path: Path) -> None:
     """mald-nerf: the training cameras show the inpainted images saved in the run's checkpoint, not the captured
     ones (drawn by the pipeline's ``on_viewer_scene`` after nerfstudio's own thumbnails)."""
     import torch
 
-    from ns_diffusion_methods.methods.mald_nerf.viewer import thumbnail
-
     state = torch.load(harness.latest_checkpoint(config_path), map_location="cpu", weights_only=False)
-    inpainted = state["pipeline"]["datamanager.inpainted.images"].float() / 255  # [N, H, W, 3]
-    config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
-    datamanager = config.pipeline.datamanager.setup(device="cpu", test_mode="test")
-
-    def shows_inpainted() -> bool:
-        frustums = page.frustums("/cameras")
-        if len(frustums) != len(inpainted):
-            return False
-        for index in range(len(inpainted)):
-            shown = decode_image(frustums[f"/cameras/camera_{index:05d}"]["image_binary"])
-            expected = thumbnail(inpainted[index]).astype(np.float32) / 255
-            if shown.shape != expected.shape or np.abs(shown - expected).mean() > 0.03:
-                return False
-        return True
-
-    page.wait_for(shows_inpainted, "the inpainted images on the training cameras")
-    frustums = page.frustums("/cameras")
-    for index in range(len(inpainted)):
-        shown = decode_image(frustums[f"/cameras/camera_{index:05d}"]["image_binary"])
-        captured = thumbnail(datamanager.captured[index]).astype(np.float32) / 255
-        mask = thumbnail(datamanager.object_masks[index, ..., None].float().expand(-1, -1, 3))[..., 0] > 127
-        assert mask.any() and np.abs(shown - captured)[mask].mean() > 0.1, index  # not the captured object
+    check_inpainted_thumbnails(page, state, config_path)
 
 
 def check_pseudo_view_frustums(page: ViewerPage, config_path: Path) -> None:
@@ -176,7 +154,7 @@ def check_pseudo_view_frustums(page: ViewerPage, config_path: Path) -> None:
 
 #: checks of what a loaded run's pipeline draws itself (its checkpointed training-data state)
 STATE_CHECKS: Dict[str, Callable[[ViewerPage, Path], None]] = {
-    "mald-nerf-small": check_inpainted_thumbnails,
+    "mald-nerf-small": check_loaded_inpainted_thumbnails,
     "difix3d-nerfacto-small": check_pseudo_view_frustums,
     "difix3d-splat-small": check_pseudo_view_frustums,
 }

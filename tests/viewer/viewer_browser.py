@@ -375,3 +375,35 @@ def save_artifact(path: Path) -> Path:
         path = Path(shutil.copy2(path, Path(folder) / path.name))
     print(f"viewer screenshot: {path}")
     return path
+
+
+# ------------------------------------------------------------------------------------------------ method state
+def check_inpainted_thumbnails(page: "ViewerPage", state: Dict[str, Any], config_path: Path) -> None:
+    """mald-nerf: every training camera's thumbnail is the inpainted image of the checkpoint ``state`` (up to the
+    viewer's JPEG compression), and inside the object mask it is not the captured image."""
+    import yaml
+
+    from ns_diffusion_methods.methods.mald_nerf.viewer import thumbnail
+
+    inpainted = state["pipeline"]["datamanager.inpainted.images"].float() / 255  # [N, H, W, 3]
+    expected = [thumbnail(image).astype(np.float32) / 255 for image in inpainted]
+    # the captured images and object masks, as the run's datamanager loads them
+    config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    datamanager = config.pipeline.datamanager.setup(device="cpu", test_mode="test")
+    masks = [thumbnail(m[..., None].float().expand(-1, -1, 3))[..., 0] > 127 for m in datamanager.object_masks]
+
+    def shown() -> Optional[List[np.ndarray]]:
+        frustums = page.frustums("/cameras")
+        if len(frustums) != len(expected):
+            return None
+        images = [decode_image(frustums[f"/cameras/camera_{i:05d}"]["image_binary"]) for i in range(len(expected))]
+        for image, target, mask in zip(images, expected, masks):
+            if image.shape != target.shape or np.abs(image - target).mean() > 0.03 or \
+                    np.abs(image - target)[mask].mean() > 0.05:
+                return None
+        return images
+
+    images = page.wait_for(shown, f"the {len(expected)} inpainted images on the training cameras")
+    for index, (image, mask) in enumerate(zip(images, masks)):
+        captured = thumbnail(datamanager.captured[index]).astype(np.float32) / 255
+        assert mask.any() and np.abs(image - captured)[mask].mean() > 0.1, index  # not the captured object

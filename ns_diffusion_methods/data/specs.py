@@ -12,7 +12,7 @@ from nerfstudio.plugins.registry_dataparser import DataParserSpecification  # no
 
 from ns_diffusion_methods.data.srn_dataparser import SRNDataParserConfig  # noqa: E402
 
-srn_dataparser = DataParserSpecification(config=SRNDataParserConfig(), description="Multi-object data in the SRN layout (train/test object folders with rgb/, pose/ (OpenCV c2w), intrinsics.txt), for ssdnerf and renderdiffusion.")
+srn_dataparser = DataParserSpecification(config=SRNDataParserConfig(), description="Multi-object data in the SRN layout: split folders (train/test, or PixelNeRF's cars_train/cars_test, chairs_train/chairs_2.0_train) of object folders with rgb/, pose/ (OpenCV c2w), intrinsics.txt; for ssdnerf and renderdiffusion.")
 from ns_diffusion_methods.data.spinnerf import SpinNerfDataParserConfig  # noqa: E402
 
 spinnerf_dataparser = DataParserSpecification(config=SpinNerfDataParserConfig(), description="SPIn-NeRF object-removal scene: images_4/ with label/ and test_label/ masks, poses_bounds.npy; first 40 sorted images = object-free test views")

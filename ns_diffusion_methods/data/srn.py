@@ -7,6 +7,10 @@ Layout (``ssdnerf.md`` §8.1)::
         pose/NNNNNN.txt    16 floats: row-major 4x4 camera-to-world, OpenCV convention (x right, y down, z forward)
         intrinsics.txt     "f cx cy 0" / "0 0 0" / "1" / "H W"
 
+Split folders are found by name (:func:`find_split_folders`): ``train``, ``val``, ``test`` (``ns-diffusion-synth
+objects``), ``<anything>_train`` etc. (PixelNeRF's ``srn_cars/cars_train``), and such a folder nested one level down
+in a folder of the same split, where the object folders are (PixelNeRF's ``srn_chairs/chairs_train/chairs_2.0_train``).
+
 Poses are returned in nerfstudio's OpenGL convention (:func:`opencv_to_opengl`). Intrinsics are returned as written;
 the images must have the size ``intrinsics.txt`` declares. This module does not import nerfstudio.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -23,6 +27,10 @@ from PIL import Image, UnidentifiedImageError
 from ns_diffusion_methods.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SPLIT_NAMES = ("train", "val", "test")
+#: what a split folder may be called, for messages
+SPLIT_FOLDER_NAMES = ("train, val, test, or <name>_train, <name>_val, <name>_test (e.g. cars_train), possibly nested "
+                      "one level down (e.g. chairs_train/chairs_2.0_train)")
 
 
 def opencv_to_opengl(c2w: np.ndarray) -> np.ndarray:
@@ -145,8 +153,97 @@ def read_srn_object(folder: Union[str, Path]) -> SRNObject:
                      width=width, view_names=names)
 
 
-def read_srn_split(root: Union[str, Path], split: str) -> List[SRNObject]:
+def split_of_folder(name: str) -> Optional[str]:
+    """The split a folder name stands for: ``train``/``val``/``test`` for those names and for ``<anything>_train``
+    etc. (case-insensitive); None for any other name."""
+    lower = name.lower()
+    for split in SPLIT_NAMES:
+        if lower == split or lower.endswith("_" + split):
+            return split
+    return None
+
+
+def is_object_folder(folder: Path) -> bool:
+    """Whether ``folder`` looks like one SRN object (it holds ``rgb/``, ``pose/`` or ``intrinsics.txt``)."""
+    return (folder / "rgb").is_dir() or (folder / "pose").is_dir() or (folder / "intrinsics.txt").is_file()
+
+
+def _subfolders(folder: Path) -> List[Path]:
+    """Visible sub-folders, sorted by name (hidden ones such as ``.ipynb_checkpoints`` are not objects)."""
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def objects_folder(folder: Union[str, Path]) -> Path:
+    """The folder that holds the object folders of split folder ``folder``.
+
+    That is ``folder`` itself when it holds an object folder (or nothing). When it holds no object folder but exactly
+    one sub-folder named like a split (PixelNeRF's ``chairs_train/chairs_2.0_train``), that sub-folder (followed
+    further the same way).
+    """
+    folder = Path(folder)
+    for _depth in range(4):
+        children = _subfolders(folder)
+        if not children or any(is_object_folder(child) for child in children):
+            return folder
+        nested = [child for child in children if split_of_folder(child.name) is not None]
+        if len(nested) != 1:
+            return folder
+        folder = nested[0]
+    return folder
+
+
+def find_split_folders(root: Union[str, Path]) -> Dict[str, Path]:
+    """The split folders of an SRN dataset root: ``{"train": ..., "test": ..., "val": ...}`` for those found.
+
+    A sub-folder of ``root`` belongs to a split when its name is the split's name or ends with ``_<split>``
+    (:func:`split_of_folder`); the folder returned is where its object folders are (:func:`objects_folder`), e.g.
+    ``srn_chairs/chairs_train/chairs_2.0_train``. Other sub-folders are ignored.
+
+    Raises:
+        DataError: ``root`` is not a folder, or two of its folders name the same split.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"The SRN dataset root {root} does not exist or is not a folder. Point --data at the folder "
+                        f"that holds the split folders ({SPLIT_FOLDER_NAMES}).")
+    found: Dict[str, Path] = {}
+    for child in _subfolders(root):
+        split = split_of_folder(child.name)
+        if split is None:
+            continue
+        if split in found:
+            raise DataError(f"The SRN dataset root {root} has two {split} split folders, {found[split]} and {child}. "
+                            f"Keep one, or name the one to use with `srn-data --train-split`/`--eval-split` (a path "
+                            f"relative to the root).")
+        found[split] = objects_folder(child)
+    return found
+
+
+def read_srn_objects(folder: Union[str, Path], max_objects: int = -1) -> List[SRNObject]:
+    """Read the object folders of ``folder`` (sorted by name; the first ``max_objects`` of them when > 0).
+
+    Raises:
+        DataError: the folder is missing or holds no object folders, or any object is invalid (see
+            :func:`read_srn_object`).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"The split folder {folder} does not exist. It must hold one folder per object "
+                        f"(rgb/, pose/, intrinsics.txt).")
+    folders = _subfolders(folder)
+    if not folders:
+        raise DataError(f"The split folder {folder} holds no object folders (expected <object>/rgb, pose, "
+                        f"intrinsics.txt).")
+    if max_objects > 0:
+        folders = folders[:max_objects]
+    return [read_srn_object(object_folder) for object_folder in folders]
+
+
+def read_srn_split(root: Union[str, Path], split: str, max_objects: int = -1) -> List[SRNObject]:
     """Read every object of ``<root>/<split>/``, sorted by folder name.
+
+    ``split`` may be a relative path (``chairs_train/chairs_2.0_train``); a split folder that holds only a nested
+    split folder is followed into it (:func:`objects_folder`).
 
     Raises:
         DataError: the split folder is missing or empty, or any object is invalid (see :func:`read_srn_object`).
@@ -156,7 +253,4 @@ def read_srn_split(root: Union[str, Path], split: str) -> List[SRNObject]:
         available = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
         raise DataError(f"No split folder {split_dir}. The SRN root {root} has {available or 'no folders'}; "
                         f"expected <root>/{split}/<object>/rgb, pose, intrinsics.txt.")
-    folders = sorted((p for p in split_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
-    if not folders:
-        raise DataError(f"The split folder {split_dir} holds no object folders.")
-    return [read_srn_object(folder) for folder in folders]
+    return read_srn_objects(objects_folder(split_dir), max_objects)

@@ -195,8 +195,8 @@ class InpaintCommand:
                                   f"{self.camera_index}.")
         intrinsics = k_all[self.camera_index: self.camera_index + 1].to(model.device)
         if self.pose is not None:
-            parser = pipeline.datamanager.dataparser_config
-            c2w = read_pose(self.pose, parser.radius, tuple(parser.center))[None].to(model.device)
+            parser = pipeline.datamanager.dataparser  # the radius it normalised the run's cameras with
+            c2w = read_pose(self.pose, parser.radius(), tuple(parser.config.center))[None].to(model.device)
         else:
             c2w = c2w_all[self.camera_index: self.camera_index + 1].to(model.device)
         generator = torch.Generator().manual_seed(self.seed)

@@ -2,14 +2,18 @@
 
 ``renderdiffusion`` follows the paper where it is known (64×64 images, a 256²×96 triplane, x₀-prediction, T = 1000,
 EG3D-style decoder and importance sampling) and documented choices elsewhere (README.md, "Choices"). Its own ShapeNet
-renders were never released: point ``--data`` at any SRN-layout dataset with square images (``srn-data``; objects
-must fit the [-1, 1]^3 box after ``--radius`` normalisation, floor included).
+renders were never released: point ``--data`` at any SRN-layout dataset with square images (``srn-data``); the images
+are resized to 64×64 (``srn-data --image-size``, intrinsics scaled with them).
 
-``renderdiffusion-small`` is the same code with small sizes (renderdiffusion-mini in the reference notes): 32×32
-images, a 32²×48 triplane, a three-level U-Net of 32/64/64 channels, 24 + 24 samples per ray, 256 random pixels per
-image in the loss, 50 reverse steps. It trains on the synthetic ``objects`` data with the floor-and-shadows
-background (``ns-diffusion-synth objects --background floor``), whose cameras sit 2.6 units from the origin, so the
-dataparser's ``radius`` is 1 (no rescaling).
+Both presets take the dataparser's radius: auto-detected (0.5 for SRN data, 1 for ``ns-diffusion-synth`` data, which
+is in box units) unless ``srn-data --radius`` sets one. The dataparser stops before training when the cameras lie
+inside the [-1, 1]^3 triplane box or the images show content outside it (floor included).
+
+``renderdiffusion-small`` is the same code with small sizes (renderdiffusion-mini in the reference notes): images at
+the dataset's size (32×32 for the synthetic data), a 32²×48 triplane, a three-level U-Net of 16/32/32 channels,
+16 + 16 samples per ray, 128 random pixels per image in the loss, 50 reverse steps. It trains on the synthetic
+``objects`` data with the floor-and-shadows background (``ns-diffusion-synth objects --background floor``), whose
+cameras sit 2.6 units from the origin (radius 1: no rescaling).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ def renderdiffusion_config() -> DiffusionTrainerConfig:
         mixed_precision=False,
         pipeline=RenderDiffusionPipelineConfig(
             datamanager=MultiObjectDataManagerConfig(
-                dataparser=SRNDataParserConfig(radius=0.5),
+                dataparser=SRNDataParserConfig(image_size=64),
                 mode="images",
                 images_per_batch=16,
             ),
@@ -89,7 +93,7 @@ def renderdiffusion_small_config() -> DiffusionTrainerConfig:
         mixed_precision=False,
         pipeline=RenderDiffusionPipelineConfig(
             datamanager=MultiObjectDataManagerConfig(
-                dataparser=SRNDataParserConfig(radius=1.0),
+                dataparser=SRNDataParserConfig(),
                 mode="images",
                 images_per_batch=8,
             ),

@@ -97,6 +97,26 @@ def test_sample_and_inpaint_commands(trained, floor_objects, tmp_path):
     assert Image.open(tmp_path / "i" / "inpainted_turntable.png").size == (3 * 16, 16)
 
 
+def test_pose_file_gives_the_training_camera_of_its_view(trained, floor_objects, tmp_path):
+    """``inpaint --pose FILE`` reads an SRN pose as the run's dataparser placed that view (its radius and centre)."""
+    from ns_diffusion_methods.methods.renderdiffusion.commands import read_pose
+
+    pipeline, _, _ = _load(trained)
+    parser = pipeline.datamanager.dataparser
+    first_object = sorted(p for p in (floor_objects / "train").iterdir() if p.is_dir())[0]
+    pose_file = sorted((first_object / "pose").glob("*.txt"))[0]
+    c2w = read_pose(pose_file, parser.radius(), tuple(parser.config.center))
+    torch.testing.assert_close(c2w, pipeline.datamanager.train_dataset.cameras.camera_to_worlds[0].cpu(),
+                               atol=1e-5, rtol=0)
+    image_path = sorted((first_object / "rgb").glob("*.png"))[0]
+    mask = np.zeros((16, 16), np.uint8)
+    mask[5:11, 5:11] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert cli_main(["inpaint", "renderdiffusion", "--load-config", str(trained), "--image", str(image_path),
+                     "--mask", str(tmp_path / "mask.png"), "--pose", str(pose_file), "--output", str(tmp_path / "i"),
+                     "--num-steps", "2", "--num-views", "2", "--scale", "1"]) == 0
+
+
 def test_inpaint_rejects_an_empty_mask(trained, floor_objects, tmp_path):
     from ns_diffusion_methods.errors import DataError
     from ns_diffusion_methods.methods.renderdiffusion.commands import InpaintCommand

@@ -11,15 +11,19 @@ weights are reused (Difix3D+, Wu et al., CVPR 2025, "reference mixing layer"; th
 ``BasicTransformerBlock.forward`` globally with V = 2 hard-coded).
 
 Here the same computation is an attention processor installed on the ``attn1`` modules of one UNet only
-(:func:`install_reference_attention`), and V is set per call (:meth:`ReferenceViewAttnProcessor.views`), so V = 1
-(no reference) and any V >= 2 (one or several references) share one model. LayerNorm before ``attn1`` is per token and
-SD's UNet has no attention mask or positional embedding there, so reshaping around ``attn1`` equals the patched block.
+(:func:`install_reference_attention`). V travels with each call as ``cross_attention_kwargs={"num_views": V}``, which
+diffusers hands to every attention layer of the UNet, so V = 1 (no reference) and any V >= 2 (one or several
+references) share one model, and a block recomputed by gradient checkpointing during the backward pass sees the same V
+as in the forward pass (the kwargs are arguments of the checkpointed call; no state outside the call is read). The
+other attention layers (text cross-attention ``attn2``) get :class:`PerViewAttnProcessor`, which accepts ``num_views``
+and runs their own processor unchanged (diffusers would otherwise log a warning about an unexpected kwarg on every
+call). LayerNorm before ``attn1`` is per token and SD's UNet has no attention mask or positional embedding there, so
+reshaping around ``attn1`` equals the patched block.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,25 +33,10 @@ from torch import nn
 class ReferenceViewAttnProcessor:
     """Self-attention over the concatenated tokens of the V views of each sample (SDPA).
 
-    One instance is shared by all ``attn1`` layers of a UNet; :attr:`num_views` (or a ``num_views`` entry of
-    ``cross_attention_kwargs``) says how many consecutive batch entries form one sample. With V = 1 it computes exactly
-    what diffusers' ``AttnProcessor2_0`` computes.
+    One instance is shared by all ``attn1`` layers of a UNet; the ``num_views`` entry of ``cross_attention_kwargs``
+    (V, default 1) says how many consecutive batch entries form one sample. The processor holds no state. With V = 1 it
+    computes exactly what diffusers' ``AttnProcessor2_0`` computes.
     """
-
-    def __init__(self) -> None:
-        #: views per sample for the next UNet call; the batch must be laid out (b v), view 0 first
-        self.num_views = 1
-
-    @contextlib.contextmanager
-    def views(self, num_views: int) -> Iterator["ReferenceViewAttnProcessor"]:
-        """Run the UNet calls inside the block with ``num_views`` views per sample (then restore the previous V)."""
-        if num_views < 1:
-            raise ValueError(f"`num_views` must be >= 1, but got {num_views}.")
-        previous, self.num_views = self.num_views, num_views
-        try:
-            yield self
-        finally:
-            self.num_views = previous
 
     def __call__(
         self,
@@ -56,10 +45,13 @@ class ReferenceViewAttnProcessor:
         encoder_hidden_states: Optional[torch.Tensor] = None,
         attention_mask: Optional[torch.Tensor] = None,
         temb: Optional[torch.Tensor] = None,
-        num_views: Optional[int] = None,
+        num_views: int = 1,
     ) -> torch.Tensor:
-        """``hidden_states`` [B*V, N, D] -> [B*V, N, D]: attention of each token over all V*N tokens of its sample."""
-        views = self.num_views if num_views is None else num_views
+        """``hidden_states`` [B*V, N, D] -> [B*V, N, D]: attention of each token over all V*N tokens of its sample;
+        ``num_views`` = V, the batch laid out (b v), view 0 first."""
+        views = int(num_views)
+        if views < 1:
+            raise ValueError(f"`num_views` must be >= 1, but got {num_views}.")
         if encoder_hidden_states is not None:
             raise ValueError("ReferenceViewAttnProcessor is for self-attention (attn1) only, but it was called with "
                              "`encoder_hidden_states`: install it with install_reference_attention().")
@@ -110,26 +102,62 @@ class ReferenceViewAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-def self_attention_layers(unet: nn.Module) -> List[nn.Module]:
-    """The self-attention (``attn1``) modules of the transformer blocks of a diffusers UNet."""
+class PerViewAttnProcessor:
+    """Wraps the processor of an attention layer that stays per view (text cross-attention ``attn2``): accepts the
+    ``num_views`` kwarg meant for :class:`ReferenceViewAttnProcessor` and calls the wrapped processor without it.
+
+    Args:
+        processor: the layer's own processor (diffusers' ``AttnProcessor2_0`` for SD).
+    """
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def __call__(
+        self,
+        attn: nn.Module,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        temb: Optional[torch.Tensor] = None,
+        num_views: int = 1,
+    ) -> torch.Tensor:
+        """The wrapped processor's output; ``num_views`` is ignored (each view attends to the text on its own)."""
+        kwargs = {} if temb is None else {"temb": temb}
+        return self.processor(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                              attention_mask=attention_mask, **kwargs)
+
+
+def _attention_layers(unet: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """(name, module) of every diffusers ``Attention`` layer of ``unet``."""
     from diffusers.models.attention_processor import Attention
 
-    return [module for name, module in unet.named_modules()
-            if isinstance(module, Attention) and name.endswith("attn1") and not module.is_cross_attention]
+    return [(name, module) for name, module in unet.named_modules() if isinstance(module, Attention)]
+
+
+def self_attention_layers(unet: nn.Module) -> List[nn.Module]:
+    """The self-attention (``attn1``) modules of the transformer blocks of a diffusers UNet."""
+    return [module for name, module in _attention_layers(unet)
+            if name.endswith("attn1") and not module.is_cross_attention]
 
 
 def install_reference_attention(unet: nn.Module) -> ReferenceViewAttnProcessor:
-    """Install one shared :class:`ReferenceViewAttnProcessor` on every self-attention layer of ``unet``.
+    """Install one shared :class:`ReferenceViewAttnProcessor` on every self-attention layer of ``unet``, and wrap the
+    processor of every other attention layer in :class:`PerViewAttnProcessor`.
 
-    The cross-attention layers keep their processors; no diffusers class is modified.
+    No diffusers class is modified; only this UNet's processors change.
 
     Returns:
-        The processor; use ``with processor.views(V): unet(...)`` for batches of V views per sample.
+        The processor; call ``unet(..., cross_attention_kwargs={"num_views": V})`` for batches of V views per sample.
     """
-    layers = self_attention_layers(unet)
-    if not layers:
+    self_layers = self_attention_layers(unet)
+    if not self_layers:
         raise ValueError(f"{type(unet).__name__} has no transformer self-attention (attn1) layer to mix views in.")
     processor = ReferenceViewAttnProcessor()
-    for layer in layers:
-        layer.set_processor(processor)
+    mixing = {id(layer) for layer in self_layers}
+    for _name, layer in _attention_layers(unet):
+        if id(layer) in mixing:
+            layer.set_processor(processor)
+        elif not isinstance(layer.processor, PerViewAttnProcessor):
+            layer.set_processor(PerViewAttnProcessor(layer.processor))
     return processor

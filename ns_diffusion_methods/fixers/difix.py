@@ -280,8 +280,10 @@ class DifixModel(nn.Module):
         dtype = _module_dtype(self.unet)
         timesteps = torch.full((count,), self.timestep, device=latents.device, dtype=torch.long)
         embeds = self.prompt_embeds.to(device=latents.device, dtype=dtype).expand(count, -1, -1)
-        with self.attention.views(num_views):
-            output = self.unet(latents.to(dtype), timesteps, encoder_hidden_states=embeds).sample
+        # V reaches every attention layer as an argument of the call, so blocks recomputed by gradient checkpointing
+        # in the backward pass mix the same views as in the forward pass
+        output = self.unet(latents.to(dtype), timesteps, encoder_hidden_states=embeds,
+                           cross_attention_kwargs={"num_views": num_views}).sample
         # the scheduler step with previous alpha-bar = 1 reduces to the clean-sample prediction
         alpha, sigma = math.sqrt(self.alpha_bar), math.sqrt(1.0 - self.alpha_bar)
         latents, output = latents.float(), output.float()

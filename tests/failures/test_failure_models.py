@@ -18,7 +18,7 @@ from failure_helpers import FAST_MALD_NERF, files_under
 from ns_diffusion_methods.engine.trainer import DiffusionTrainer
 from ns_diffusion_methods.errors import ModelUnavailableError
 
-FAST_DIFIX3D = ["--vis", "tensorboard", "--pipeline.datamanager.dataparser.eval-mode", "filename",
+FAST_DIFIX3D = ["--vis", "tensorboard",
                 "--pipeline.max-targets", "1"]
 
 
@@ -59,11 +59,11 @@ def _train_fails(method: str, capture: Path, output: Path, flags) -> str:
 
 
 def test_uncached_unreachable_inpainter_id(object_removal_capture, tmp_path):
-    model = "stabilityai/stable-diffusion-2-inpainting"
+    model = "sd2-community/stable-diffusion-2-inpainting"
     message = _train_fails("mald-nerf-small", object_removal_capture, tmp_path / "outputs",
                            [*FAST_MALD_NERF, "--pipeline.inpainter.model", model])
     assert f"The model `{model}` is not in the Hugging Face cache" in message
-    assert f"huggingface-cli download {model}" in message and "--pipeline.inpainter.model PATH" in message
+    assert f"hf download {model}" in message and "huggingface-cli" not in message and "--pipeline.inpainter.model PATH" in message
 
 
 def test_inpainter_folder_without_unet_weights(object_removal_capture, inpainter_without_unet_weights, tmp_path):

@@ -20,7 +20,7 @@ RUNS = {
     "mald-nerf-small": ("--pipeline.inpainter.model", [*FAST_MALD_NERF, "--pipeline.inpainter.num-inference-steps",
                                                        "2"]),
     "difix3d-nerfacto-small": ("--pipeline.fixer.model", [
-        "--vis", "tensorboard", "--pipeline.datamanager.dataparser.eval-mode", "filename",
+        "--vis", "tensorboard",
         "--pipeline.max-targets", "1", "--pipeline.datamanager.train-num-rays-per-batch", "64",
         "--pipeline.model.num-levels", "4", "--pipeline.model.log2-hashmap-size", "12"]),
 }

@@ -39,9 +39,8 @@ def test_single_step_is_the_clean_latent_prediction_decoded_with_skips(tiny_difi
         mean, logvar = moments.chunk(2, dim=1)
         noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(5))
         z = (mean + torch.exp(0.5 * logvar) * noise) * model.vae.config.scaling_factor
-        with model.attention.views(2):
-            eps = model.unet(z, torch.full((4,), 199), encoder_hidden_states=model.prompt_embeds.expand(4, -1, -1)
-                             ).sample
+        eps = model.unet(z, torch.full((4,), 199), encoder_hidden_states=model.prompt_embeds.expand(4, -1, -1),
+                         cross_attention_kwargs={"num_views": 2}).sample
         a = model.scheduler.alphas_cumprod[199].item()
         z0 = (z - math.sqrt(1 - a) * eps) / math.sqrt(a)
         expected = decode_with_skips(model.vae, z0 / model.vae.config.scaling_factor, skips).clamp(-1, 1)

@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ns_diffusion_methods.errors import DataError, ModelUnavailableError
@@ -106,3 +107,38 @@ def test_bad_pair_files_are_explained(tmp_path, synthetic_pairs):
         read_pairs(data, "train")
     with pytest.raises(DataError, match="prompt"):
         read_pairs(data, "train", prompt="something else")
+
+
+def _loss_and_gradients(model: DifixModel, images: torch.Tensor, target: torch.Tensor):
+    model.zero_grad(set_to_none=True)
+    prediction = model(images, generator=torch.Generator().manual_seed(1), decode_views="all")
+    loss = F.mse_loss(prediction, target)
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_gradient_checkpointing_with_references_gives_the_same_loss_and_gradients():
+    model = DifixModel.tiny(seed=0).train()
+    model.trainable_parameters()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 3, 16, 16, generator=generator) * 2 - 1  # 2 samples: render + 2 references each
+    target = torch.rand(2, 3, 3, 16, 16, generator=generator) * 2 - 1
+    loss, gradients = _loss_and_gradients(model, images, target)
+    model.unet.enable_gradient_checkpointing()
+    assert any(getattr(m, "gradient_checkpointing", False) for m in model.unet.modules())
+    checkpointed_loss, checkpointed = _loss_and_gradients(model, images, target)
+    torch.testing.assert_close(checkpointed_loss, loss)
+    assert gradients.keys() == checkpointed.keys() and any(name.startswith("unet.") for name in gradients)
+    for name in gradients:
+        torch.testing.assert_close(checkpointed[name], gradients[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_train_fixer_with_gradient_checkpointing_and_references(tmp_path, synthetic_pairs):
+    data = synthetic_pairs(tmp_path / "pairs", 2, test_count=0, references=True, size=16)
+    runs = [train_fixer(_config(data, tmp_path / f"run{flag}", max_steps=2, batch_size=2, gradient_checkpointing=flag))
+            for flag in (False, True)]
+    assert [e["loss"] for e in runs[1].losses] == pytest.approx([e["loss"] for e in runs[0].losses], rel=1e-5)
+    plain, checkpointed = (DifixModel.from_pretrained(run.model_dir) for run in runs)
+    assert checkpointed.reference_views
+    for (name, a), (_, b) in zip(plain.unet.named_parameters(), checkpointed.unet.named_parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)

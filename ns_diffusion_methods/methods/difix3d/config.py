@@ -11,8 +11,10 @@ so their checkpoints load with ``--load-dir``) with the Difix3D pipeline:
 
 Both fix every 1500 steps (the paper; the released code uses 2000) and step 0.5 units per round. The paper's protocol
 is ``ns-train nerfacto`` (or ``splatfacto``) for 30k steps, then ``ns-train difix3d-nerfacto --load-dir
-<run>/nerfstudio_models`` for 30k more. The ``-small`` presets use the same code with small models, for CPU runs
-and tests; they train from scratch and start fixing after a short warm-up.
+<run>/nerfstudio_models`` for 30k more; fixing then starts at the first step. Trained from scratch, fixing starts once
+the base has trained (half of the run; splats not before densification ends): see ``fix_start_step`` in
+:mod:`~ns_diffusion_methods.methods.difix3d.pipeline`. The ``-small`` presets use the same code with small models,
+for CPU runs and tests (from scratch: fixing from step 750 for nerfacto, 1050 for splats).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def difix3d_nerfacto_config() -> DiffusionTrainerConfig:
 
 
 def difix3d_nerfacto_small_config() -> DiffusionTrainerConfig:
-    """``difix3d-nerfacto-small``: same code, a small nerfacto, fixing after a 300-step warm-up."""
+    """``difix3d-nerfacto-small``: same code, a small nerfacto, 1500 steps."""
     config = difix3d_nerfacto_config()
     config.method_name = "difix3d-nerfacto-small"
     config.max_num_iterations = 1500
@@ -110,7 +112,6 @@ def difix3d_nerfacto_small_config() -> DiffusionTrainerConfig:
     pipeline = config.pipeline
     assert isinstance(pipeline, Difix3DPipelineConfig)
     pipeline.steps_per_fix = 150
-    pipeline.fix_start_step = 300
     pipeline.fix_batch_size = 8
     datamanager = pipeline.datamanager
     assert isinstance(datamanager, Difix3DNerfactoDataManagerConfig)
@@ -159,7 +160,7 @@ def difix3d_splat_config() -> DiffusionTrainerConfig:
 
 
 def difix3d_splat_small_config() -> DiffusionTrainerConfig:
-    """``difix3d-splat-small``: same code, a few thousand Gaussians, fixing after a 300-step warm-up."""
+    """``difix3d-splat-small``: same code, a few thousand Gaussians, 1500 steps (densifying until step 1000)."""
     config = difix3d_splat_config()
     config.method_name = "difix3d-splat-small"
     config.max_num_iterations = 1500
@@ -170,7 +171,6 @@ def difix3d_splat_small_config() -> DiffusionTrainerConfig:
     pipeline = config.pipeline
     assert isinstance(pipeline, Difix3DPipelineConfig)
     pipeline.steps_per_fix = 150
-    pipeline.fix_start_step = 300
     pipeline.fix_batch_size = 8
     model = pipeline.model
     assert isinstance(model, Difix3DSplatModelConfig)

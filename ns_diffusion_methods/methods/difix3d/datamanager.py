@@ -21,6 +21,7 @@ from typing import Dict, Literal, Optional, Tuple, Type
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.configs.dataparser_configs import AnnotatedDataParserUnion
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
@@ -43,8 +44,9 @@ class Difix3DNerfactoDataManagerConfig(VanillaDataManagerConfig):
     """nerfacto's data, as Difix3D trains it: a ``VanillaDataManager`` with 32x32 patches of 16384 rays."""
 
     _target: Type = field(default_factory=lambda: Difix3DNerfactoDataManager)
-    dataparser: NerfstudioDataParserConfig = field(default_factory=NerfstudioDataParserConfig)  # type: ignore
-    """Dataparser of the capture."""
+    dataparser: AnnotatedDataParserUnion = field(default_factory=NerfstudioDataParserConfig)
+    """Dataparser of the capture: any of nerfstudio's (a subcommand after the flags: nerfstudio-data, colmap,
+    blender-data, ...)."""
     train_num_rays_per_batch: int = 16384
     """Rays per training batch (real or pseudo)."""
     eval_num_rays_per_batch: int = 4096
@@ -120,9 +122,11 @@ class Difix3DSplatDataManagerConfig(FullImageDatamanagerConfig):
     """splatfacto's data: full images cached on the training device (``gpu`` means "the device", CPU included)."""
 
     _target: Type = field(default_factory=lambda: Difix3DSplatDataManager)
-    dataparser: NerfstudioDataParserConfig = field(  # type: ignore
+    dataparser: AnnotatedDataParserUnion = field(
         default_factory=lambda: NerfstudioDataParserConfig(load_3D_points=True))
-    """Dataparser of the capture (3D points, when the capture has them, seed the Gaussians)."""
+    """Dataparser of the capture: any of nerfstudio's (a subcommand after the flags: nerfstudio-data, colmap,
+    blender-data, ...). 3D points, when the dataparser loads them (nerfstudio-data and colmap: --load-3D-points),
+    seed the Gaussians."""
     cache_images: Literal["cpu", "gpu"] = "gpu"
     """Where images are cached: gpu = on the training device (use it on a CPU-only machine too); cpu = pinned host
     memory (needs an accelerator)."""

@@ -107,6 +107,39 @@ def rgb_image(image: Tensor) -> Tensor:
     return image[..., :3]
 
 
+class TrainingImageReader:
+    """Training image ``i`` [H, W, 3|4] as training read it, through a fresh dataparser built on first use.
+
+    ``ns-render`` sets up the pipeline with ``test_mode="inference"``, in which nerfstudio's datamanagers force the
+    dataparser's downscale factor to 1 (to avoid opening images): their training dataset then names the full-size files
+    even when the run trained on ``images_N/`` (``--downscale-factor N``, or nerfstudio's automatic factor for large
+    images). Render-time references must be the images the run trained on, which may be the only ones a capture ships
+    and are cheaper to read, so they are read through the run's own dataparser config, left unforced.
+
+    Args:
+        dataparser: the run's dataparser config (its ``data`` set, as the datamanager leaves it).
+        num_images: the number of training images; the dataparser must give the same split.
+        scale_factor: the training dataset's ``scale_factor`` (the datamanager's ``camera_res_scale_factor``).
+    """
+
+    def __init__(self, dataparser: Any, num_images: int, scale_factor: float = 1.0) -> None:
+        self.dataparser = dataparser
+        self.num_images = int(num_images)
+        self.scale_factor = float(scale_factor)
+        self._dataset: Optional[Any] = None
+
+    def __call__(self, index: int) -> Tensor:
+        if self._dataset is None:
+            from nerfstudio.data.datasets.base_dataset import InputDataset
+
+            outputs = self.dataparser.setup().get_dataparser_outputs(split="train")
+            if len(outputs.image_filenames) != self.num_images:
+                raise RuntimeError(f"The dataparser gives {len(outputs.image_filenames)} training images now but "
+                                   f"{self.num_images} in the pipeline's training dataset.")
+            self._dataset = InputDataset(outputs, scale_factor=self.scale_factor)
+        return self._dataset.get_image_float32(index)
+
+
 class ReferenceViews:
     """The training cameras and images, to pick each render's reference view (the nearest training camera).
 

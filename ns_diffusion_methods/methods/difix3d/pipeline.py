@@ -6,9 +6,12 @@ One pipeline serves both backbones (the datamanager and model configs pick nerfa
    targets are the evaluation cameras or a viewer camera path (``--pipeline.target-cameras``). The fixer is loaded
    here, once, and only for training (``test_mode == "val"``); evaluation and rendering load it lazily, and only if
    ``rgb_fixed`` is requested.
-2. A ``TrainingCallback`` runs after every step; every ``steps_per_fix`` steps it moves each pseudo camera one step
-   toward its target, renders it without gradients, fixes the render with its nearest training image as reference,
-   and replaces that camera's pseudo view (:func:`~ns_diffusion_methods.dataset_updates.pseudo_views.run_fix_round`).
+2. When training starts (after ``--load-dir`` is loaded) the first round's step is fixed (``fix_start_step``; by
+   default the first step after a trained nerfacto/splatfacto checkpoint, else once the base has trained:
+   :func:`from_scratch_fix_start_step`). A ``TrainingCallback`` runs after every step; from that step on, every
+   ``steps_per_fix`` steps it moves each pseudo camera one step toward its target, renders it without gradients,
+   fixes the render with its nearest training image as reference, and replaces that camera's pseudo view
+   (:func:`~ns_diffusion_methods.dataset_updates.pseudo_views.run_fix_round`).
    At the first round the learning rates are lowered by ``fix_phase_lr_mults`` and the model's fix phase begins
    (splats stop densifying). Rounds are logged as images and scalars and drawn as frustums in the viewer.
 3. Each training step draws a pseudo batch with probability ``pseudo_probability`` (once pseudo views exist), else a
@@ -22,9 +25,10 @@ groups); it simply has no pseudo views yet.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.data.datamanagers.base_datamanager import DataManagerConfig
@@ -51,7 +55,13 @@ from ns_diffusion_methods.diffusion.untrained import mark_untrained
 from ns_diffusion_methods.errors import DataError
 from ns_diffusion_methods.fixers.base import FixerConfig
 from ns_diffusion_methods.methods.difix3d.datamanager import Difix3DNerfactoDataManagerConfig
-from ns_diffusion_methods.methods.difix3d.fixing import FixerHandle, ReferenceViews, RenderFixer, scale_learning_rates
+from ns_diffusion_methods.methods.difix3d.fixing import (
+    FixerHandle,
+    ReferenceViews,
+    RenderFixer,
+    TrainingImageReader,
+    scale_learning_rates,
+)
 from ns_diffusion_methods.methods.difix3d.model import Difix3DNerfactoModelConfig
 
 #: the flag that names the fixer's weights
@@ -77,9 +87,13 @@ class Difix3DPipelineConfig(VanillaPipelineConfig):
     """Use at most this many targets, evenly spaced (one pseudo view each). None = all."""
     steps_per_fix: int = 1500
     """Steps between pseudo-view rounds (paper: 1500; official code: 2000)."""
-    fix_start_step: int = 0
-    """First step at which a round may happen (rounds at steps s >= this with (s - this) % steps_per_fix == 0). The
-    paper's protocol starts from a trained nerfacto/splatfacto checkpoint (--load-dir), so rounds start at once."""
+    fix_start_step: Optional[int] = None
+    """First step at which a round may happen (rounds at steps s >= this with (s - this) % steps_per_fix == 0). None =
+    derived when training starts (printed: "fixing starts at step N"): from a nerfacto/splatfacto checkpoint
+    (--load-dir, the paper's protocol) at the first step of the run; from scratch once the base reconstruction has
+    trained: half of --max-num-iterations, for splats not before densification ends (--pipeline.model.stop-split-at,
+    unless densify-during-fixing), rounded up to a multiple of steps_per_fix; resuming a difix3d run keeps its
+    schedule."""
     step_size: float = 0.5
     """Pose step per round in normalised scene units (+ radians of rotation); the official step is 0.5."""
     pseudo_probability: float = 0.4
@@ -108,10 +122,68 @@ class Difix3DPipelineConfig(VanillaPipelineConfig):
             raise ValueError(f"`fix_batch_size` must be >= 1, but is {self.fix_batch_size}.")
         if self.max_targets is not None and self.max_targets < 1:
             raise ValueError(f"`max_targets` must be >= 1 or None, but is {self.max_targets}.")
+        if self.fix_start_step is not None and self.fix_start_step < 0:
+            raise ValueError(f"`fix_start_step` must be >= 0 or None, but is {self.fix_start_step}. Set "
+                             f"--pipeline.fix-start-step.")
 
     def pretrained_models(self) -> Dict[str, str]:
         """The pretrained-weight slots: flag -> model name (:mod:`ns_diffusion_methods.diffusion.untrained`)."""
         return {FIXER_FLAG: self.fixer.model}
+
+
+def round_up(step: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``step``."""
+    return -(-step // multiple) * multiple
+
+
+def densification_end(model: Any) -> Optional[int]:
+    """The step a model config's densification ends at when the first round does not end it earlier: splatfacto's
+    ``stop_split_at`` (unless ``densify_during_fixing``); None for models that do not densify (nerfacto)."""
+    if not hasattr(model, "stop_split_at") or getattr(model, "densify_during_fixing", False):
+        return None
+    return int(model.stop_split_at)
+
+
+def from_scratch_fix_start_step(max_num_iterations: int, steps_per_fix: int,
+                                densification_end: Optional[int] = None) -> Tuple[int, str]:
+    """Where fixing starts in a run that trains its base reconstruction itself (no checkpoint loaded).
+
+    Half of the run (rounded up, so never step 0) trains the base, as the paper trains nerfacto/splatfacto for 30k
+    steps and then fixes for 30k. A model whose densification ends with the first round (splats) must also have
+    finished densifying, or it would never densify. The step is rounded up to a multiple of ``steps_per_fix``.
+
+    Args:
+        max_num_iterations: the run's ``--max-num-iterations``.
+        steps_per_fix: steps between rounds.
+        densification_end: the step densification ends at (splatfacto's ``stop_split_at``), or None when the model
+            does not densify or keeps densifying while fixing.
+
+    Returns:
+        The step, and the reason in words (for the message at the start of training).
+    """
+    half = round_up(max_num_iterations, 2) // 2
+    if densification_end is not None and densification_end > half:
+        return round_up(densification_end, steps_per_fix), (
+            f"training from scratch: after densification ends at step {densification_end} "
+            f"(--pipeline.model.stop-split-at), rounded up to a multiple of steps_per_fix = {steps_per_fix}")
+    return round_up(half, steps_per_fix), (
+        f"training from scratch: half of --max-num-iterations {max_num_iterations} trains the base reconstruction, "
+        f"rounded up to a multiple of steps_per_fix = {steps_per_fix}")
+
+
+def check_capture(parser: Any, data: Optional[Path]) -> None:
+    """The up-front check of a capture (:func:`~ns_diffusion_methods.data.checks.check_nerfstudio_capture`:
+    ``transforms.json`` and every image nerfstudio will load), for the dataparsers it understands: ``nerfstudio-data``
+    and its subclasses. Other dataparsers (colmap, blender-data, ...) are left to nerfstudio.
+
+    Args:
+        parser: the datamanager's dataparser config.
+        data: the datamanager's ``data`` (``--data``), which overrides the dataparser's.
+    """
+    if not isinstance(parser, NerfstudioDataParserConfig):
+        return
+    data = Path(data or parser.data)
+    check_nerfstudio_capture(data, parser=dataclasses.replace(parser, data=data).setup())
 
 
 class Difix3DPipeline(VanillaPipeline):
@@ -127,13 +199,16 @@ class Difix3DPipeline(VanillaPipeline):
     def __init__(self, config: Difix3DPipelineConfig, device: str,
                  test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
                  grad_scaler: Optional[GradScaler] = None) -> None:
-        parser = config.datamanager.dataparser
-        if test_mode != "inference" and isinstance(parser, NerfstudioDataParserConfig):  # before nerfstudio reads it
-            check_nerfstudio_capture(config.datamanager.data or parser.data)
+        if test_mode != "inference":
+            check_capture(config.datamanager.dataparser, config.datamanager.data)
         super().__init__(config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank,
                          grad_scaler=grad_scaler)
-        self.schedule = ProgressiveSchedule(steps_per_fix=config.steps_per_fix, start_step=config.fix_start_step,
+        # the start step is final once training knows whether it resumed a checkpoint (resolve_fix_start_step)
+        self.schedule = ProgressiveSchedule(steps_per_fix=config.steps_per_fix, start_step=config.fix_start_step or 0,
                                             step_size=config.step_size)
+        self.fix_start_step: Optional[int] = config.fix_start_step
+        #: (step, whether it held pseudo views) of the checkpoint loaded into this pipeline, if any
+        self._loaded_checkpoint: Optional[Tuple[int, bool]] = None
         train_dataset = self.datamanager.train_dataset
         assert train_dataset is not None
         cameras = train_dataset.cameras
@@ -151,7 +226,12 @@ class Difix3DPipeline(VanillaPipeline):
         self.fixer_context: Dict[str, Any] = {"dataparser_transform": outputs.dataparser_transform,
                                               "dataparser_scale": float(outputs.dataparser_scale)}
         self.fixer_handle = FixerHandle(config.fixer, device, flag=FIXER_FLAG)
-        self.references = ReferenceViews(self.training_poses, train_dataset.get_image_float32)
+        if test_mode == "inference":  # ns-render: nerfstudio's datamanager names full-size images here
+            load_reference = TrainingImageReader(config.datamanager.dataparser, len(train_dataset),
+                                                 train_dataset.scale_factor)
+        else:
+            load_reference = train_dataset.get_image_float32
+        self.references = ReferenceViews(self.training_poses, load_reference)
         set_render_fixer = getattr(self.model, "set_render_fixer", None)
         if set_render_fixer is not None:
             set_render_fixer(RenderFixer(self.fixer_handle, self.references, self.fixer_context))
@@ -212,8 +292,55 @@ class Difix3DPipeline(VanillaPipeline):
         if self.config.show_pseudo_views and len(self.pseudo_views):
             show_in_viewer(viewer_state, self.pseudo_views)
 
+    def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
+        """Load a checkpoint (nerfstudio's), noting its step and whether it is a difix3d run's (pseudo views)."""
+        self._loaded_checkpoint = (int(step), any(key.startswith("pseudo_views.") for key in loaded_state))
+        super().load_pipeline(loaded_state, step)
+
+    def resolve_fix_start_step(self, max_num_iterations: int) -> int:
+        """Fix the step the first round may happen at, and say where and why (see ``fix_start_step``).
+
+        Called when training starts, after nerfstudio loaded ``--load-dir``/``--load-checkpoint`` (if any).
+
+        Args:
+            max_num_iterations: the trainer's ``--max-num-iterations`` (steps this run trains).
+        """
+        steps_per_fix = self.config.steps_per_fix
+        loaded = self._loaded_checkpoint
+        first_step = 0 if loaded is None else loaded[0] + 1
+        rounds = int(self.pseudo_views.rounds) if len(self.pseudo_views) else 0
+        if self.config.fix_start_step is not None:
+            start, reason = self.config.fix_start_step, "set by --pipeline.fix-start-step"
+        elif loaded is not None and loaded[1] and rounds > 0:
+            start = int(self.pseudo_views.last_round_step)
+            reason = (f"resuming a difix3d run: its last round was at step {start}, the next one {steps_per_fix} "
+                      f"steps later")
+        elif loaded is not None and not loaded[1]:
+            start = first_step
+            reason = (f"the first step of this run: the loaded checkpoint (step {loaded[0]}) has no pseudo views, a "
+                      f"trained nerfacto/splatfacto as in the paper's protocol")
+        else:  # from scratch, or resuming a difix3d run that had not reached its first round
+            start, reason = from_scratch_fix_start_step(max_num_iterations, steps_per_fix,
+                                                        densification_end(self.config.model))
+            if loaded is not None:
+                reason = f"resuming a difix3d run that had not started fixing, {reason}"
+        self.fix_start_step = start
+        self.schedule = dataclasses.replace(self.schedule, start_step=start)
+        last_step = first_step + max_num_iterations - 1
+        next_round = start if start >= first_step else first_step + (start - first_step) % steps_per_fix
+        if next_round > last_step:
+            CONSOLE.print(f"[bold yellow]Warning: fixing starts at step {start} ({reason}), but this run ends at step "
+                          f"{last_step}: it will not fix anything. Set --pipeline.fix-start-step, or train longer "
+                          f"(--max-num-iterations).[/bold yellow]")
+        else:
+            CONSOLE.print(f"Difix3D: fixing starts at step {start} ({reason}), then every {steps_per_fix} steps.")
+        return start
+
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes
                                ) -> List[TrainingCallback]:
+        trainer = training_callback_attributes.trainer
+        if trainer is not None:  # nerfstudio's Trainer calls this after loading --load-dir
+            self.resolve_fix_start_step(int(trainer.config.max_num_iterations))
         callbacks = super().get_training_callbacks(training_callback_attributes)
         callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.pseudo_view_round,
                                           kwargs={"attributes": training_callback_attributes}))
@@ -223,6 +350,7 @@ class Difix3DPipeline(VanillaPipeline):
         """Run a pseudo-view round if one is due at ``step``; returns whether one ran."""
         if len(self.pseudo_views) == 0:
             return False
+        assert self.fix_start_step is not None, "resolve_fix_start_step() runs first (get_training_callbacks)"
         if int(self.pseudo_views.rounds) > 0 and not self._fix_phase_started:  # resumed inside the fix phase
             self._begin_fix_phase(step, attributes, lower_learning_rates=False)
         if not self.schedule.is_due(step) or int(self.pseudo_views.last_round_step) == step:

@@ -80,13 +80,16 @@ def test_pseudo_views_are_logged_as_images(trained):
     assert "PseudoViews/000" in tags and "PseudoViews/001" in tags
 
 
-def test_load_dir_restores_the_pseudo_views(trained, sparse_views_capture, tmp_path):
+def test_load_dir_restores_the_pseudo_views(trained, sparse_views_capture, tmp_path, capsys):
     method, config = trained
     before = pseudo_views_of(checkpoint_state(config)).state_dict()
     resumed = harness.train(method, sparse_views_capture, tmp_path, [
         *FAST[method], "--pipeline.fixer.model", "tiny", "--pipeline.max-targets", "2",
-        "--pipeline.fix-start-step", "1000",  # no new round while resuming: the views must be the loaded ones
+        # resuming a difix3d run keeps its schedule: the next round is steps-per-fix (150) after its last one (11), so
+        # none while resuming and the views must be the loaded ones
         "--load-dir", str(config.parent / "nerfstudio_models")], max_num_iterations=2)
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "resuming a difix3d run: its last round was at step 11" in out and "it will not fix anything" in out
     state = checkpoint_state(resumed)
     assert state["step"] == ITERATIONS + 1  # resumed at step 12, ran steps 12 and 13
     # and training went on: the loaded parameters (not stale copies) were optimised
@@ -133,14 +136,15 @@ def test_the_fixer_is_loaded_only_when_rgb_fixed_is_read(trained):
     assert pipeline.fixer_handle.loaded and fixed.shape == rgb.shape
 
 
-def test_load_dir_accepts_a_stock_nerfacto_checkpoint(sparse_views_capture, tmp_path):
+def test_load_dir_accepts_a_stock_nerfacto_checkpoint(sparse_views_capture, tmp_path, capsys):
     """The paper's protocol: nerfacto first, then difix3d-nerfacto --load-dir (same params and optimizer groups)."""
     sizes = [*harness.SMALL_NERFACTO_FLAGS, *TINY_NERFACTO]
     base = harness.train("nerfacto", sparse_views_capture, tmp_path / "base", sizes, max_num_iterations=2)
     config = harness.train("difix3d-nerfacto-small", sparse_views_capture, tmp_path / "difix", [
         *sizes, *FAST["difix3d-nerfacto-small"], "--pipeline.fixer.model", "tiny", "--pipeline.max-targets", "1",
-        "--pipeline.fix-start-step", "2", "--pipeline.steps-per-fix", "100",
+        "--pipeline.steps-per-fix", "100",  # no --pipeline.fix-start-step: derived from the loaded checkpoint
         "--load-dir", str(base.parent / "nerfstudio_models")], max_num_iterations=2)
+    assert "fixing starts at step 2 (the first step of this run" in " ".join(capsys.readouterr().out.split())
     state = checkpoint_state(config)
     assert state["step"] == 3  # resumed after nerfacto's step 1
     base_state = checkpoint_state(base)

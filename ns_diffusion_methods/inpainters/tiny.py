@@ -4,8 +4,8 @@ Built from config by :mod:`ns_diffusion_methods.diffusion.tiny` (9-channel UNet,
 encoder and tokenizer, the Stable Diffusion noise schedule) and wrapped in
 :class:`~ns_diffusion_methods.inpainters.ldm.LatentInpainter`, so full and partial DDIM, guidance, LoRA loading and
 customisation all run the same lines as with Stable Diffusion. Its output is noise-like: use it for tests and CPU
-smoke runs, never for quality. Its native size is 64 px (UNet sample size 8 x VAE factor 8), which is the default
-inference and customisation resolution, so it stays fast on CPU.
+smoke runs, never for quality. Its native size is 64 px (UNet sample size 8 x VAE factor 8): by default it inpaints
+and customises with short sides of at most 64 px (smaller frames keep their size), so it stays fast on CPU.
 """
 
 from __future__ import annotations

@@ -20,16 +20,41 @@ def _png(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def test_mask_values_are_normalised_by_their_maximum():
+def test_mask_values_label_masks_and_half_range():
     label = np.zeros((4, 5), np.uint8)
     label[1:3, 2] = 1  # SPIn-NeRF labels: 0/1
     assert np.array_equal(mask_from_array(label), label == 1)
     assert np.array_equal(mask_from_array(label * 255), label == 1)  # 0/255
-    rgb = np.stack([label * 255, np.zeros_like(label), np.zeros_like(label)], axis=-1)
-    assert np.array_equal(mask_from_array(rgb), label == 1)  # first channel
-    soft = np.array([[0, 100, 128, 255]], np.uint8)
-    assert mask_from_array(soft).tolist() == [[False, False, True, True]]  # >= half of the maximum
+    green = np.stack([np.zeros_like(label), label * 255, np.zeros_like(label)], axis=-1)
+    assert np.array_equal(mask_from_array(green), label == 1)  # any colour channel
+    soft = np.array([[0, 100, 127, 128, 255]], np.uint8)
+    assert mask_from_array(soft).tolist() == [[False, False, False, True, True]]  # above half the 8-bit range
+    # JPEG-like noise around 0 is not object, even when the mask holds no object at all
+    assert not mask_from_array(np.array([[0, 3, 7, 2]], np.uint8)).any()
     assert not mask_from_array(np.zeros((3, 3), np.uint8)).any()
+
+
+def test_mask_images_of_every_mode(tmp_path):
+    label = np.zeros((6, 8), np.uint8)
+    label[2:5, 3:6] = 1
+    expected = label == 1
+    sixteen = Image.fromarray((label.astype(np.uint16) * 40000))  # 16-bit PNG: half range is 32767
+    palette = Image.fromarray(label, "L").convert("P")  # DAVIS-style: palette index 1 = object
+    palette.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
+    cutout = np.zeros((6, 8, 4), np.uint8)
+    cutout[..., :3] = 90  # a dark object: its colour alone would read as background
+    cutout[..., 3] = label * 255  # transparent outside the object
+    images = {
+        "sixteen.png": sixteen,
+        "palette.png": palette,
+        "bilevel.png": Image.fromarray(expected).convert("1"),
+        "cutout.png": Image.fromarray(cutout, "RGBA"),
+        "opaque_rgba.png": Image.fromarray(np.concatenate(
+            [np.repeat(label[..., None] * 255, 3, -1), np.full((6, 8, 1), 255, np.uint8)], -1), "RGBA"),
+    }
+    for name, image in images.items():
+        image.save(tmp_path / name)
+        assert np.array_equal(read_object_mask(tmp_path / name), expected), name
 
 
 def test_dilation_grows_a_pixel_into_squares():

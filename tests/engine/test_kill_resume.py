@@ -161,7 +161,7 @@ MALD_NERF = Case(
         "--pipeline.datamanager.num-mask-patches", "2",
         "--pipeline.discriminator.base-channels", "8", "--pipeline.discriminator.max-channels", "16",
         "--pipeline.inpainter.model", "tiny", "--pipeline.customize", "False",
-        "--pipeline.update-every", "3", "--pipeline.num-updates", "1",
+        "--pipeline.update-every", "3", "--pipeline.num-updates", "0",
     ),
 )
 

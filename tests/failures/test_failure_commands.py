@@ -63,7 +63,7 @@ def test_ns_eval_without_evaluation_images(broken_capture, tmp_path):
     config = harness.train("mald-nerf-small", capture, tmp_path / "outputs", flags=FAST_MALD_NERF, max_num_iterations=1)
     output = tmp_path / "eval.json"
     message = user_error(run_command("ns-eval", "--load-config", config, "--output-path", output))
-    assert f"The capture {capture} has no evaluation images" in message and "run ns-eval again" in message
+    assert f"The capture {capture} has no object-free evaluation views" in message and "train again" in message
     assert not output.exists()
 
 

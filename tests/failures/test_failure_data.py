@@ -15,7 +15,7 @@ from typing import Callable, List, Tuple
 import harness
 import numpy as np
 import pytest
-from failure_helpers import FAST_MALD_NERF, files_under, train_frames
+from failure_helpers import FAST_MALD_NERF, files_under, train_frames, user_error
 from PIL import Image
 
 from ns_diffusion_methods.errors import DataError
@@ -66,6 +66,9 @@ CASES = {
                                 ["frame", "lacks file_path", "Fix these frames or remove them"]),
     "no intrinsics": (lambda f, t: f / "transforms.json", lambda f, t, p: _delete_intrinsics(t),
                       ["gives no fl_x, fl_y", "Add them"]),
+    "incomplete split lists": (lambda f, t: f / "transforms.json",
+                               lambda f, t, p: [t.pop("train_filenames"), t.pop("val_filenames")],
+                               ["has test_filenames but no train_filenames, val_filenames", "Add the missing lists"]),
 }
 
 
@@ -99,8 +102,8 @@ def test_difix3d_on_nerfstudio_data_names_a_corrupt_image(broken_capture, tmp_pa
     capture = broken_capture(edit)
     with pytest.raises(DataError, match="cannot be read as an image") as info:
         harness.train("difix3d-nerfacto-small", capture, tmp_path / "outputs", max_num_iterations=1,
-                      flags=["--pipeline.fixer.model", "tiny", "--vis", "tensorboard",
-                             "--pipeline.datamanager.dataparser.eval-mode", "filename"])
+                      flags=["--pipeline.fixer.model", "tiny", "--vis", "tensorboard"],
+                      dataparser=["nerfstudio-data", "--eval-mode", "filename"])
     assert str(corrupt[0]) in str(info.value)
     assert files_under(tmp_path / "outputs") == []
 
@@ -135,3 +138,50 @@ def test_srn_object_with_missing_pose_files(objects_dataset, tmp_path):
     assert f"{pose} is missing" in message and str(image) in message
     assert "Add the pose or delete the image" in message
     assert files_under(tmp_path / "outputs") == []
+
+
+def _broken_scan(path: Path) -> None:
+    """Break a JPEG's scan data halfway with a stray marker segment (the file keeps its length and end marker)."""
+    data = path.read_bytes()
+    start = data.index(b"\xff\xda")
+    scan = start + 2 + int.from_bytes(data[start + 2:start + 4], "big")
+    middle = scan + (len(data) - 2 - scan) // 2
+    path.write_bytes(data[:middle] + b"\xff\xc4\x00\x10" + data[middle + 4:])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "broken scan data"])
+def test_a_damaged_jpeg_of_a_processed_capture_is_named_before_training(damage, object_removal_capture, tmp_path):
+    from user_captures import write_processed_capture
+
+    capture = write_processed_capture(object_removal_capture, tmp_path / "capture", frames_subset="train",
+                                      image_format="jpg", mask_folder="masks", object_mask_entries=True)
+    damaged = capture / "images" / "frame_00005.jpg"
+    _truncate(damaged) if damage == "truncated" else _broken_scan(damaged)
+    output = tmp_path / "outputs"
+    with pytest.raises(DataError) as info:
+        harness.train("mald-nerf-small", capture, output, flags=FAST_MALD_NERF, max_num_iterations=1)
+    message = str(info.value)
+    assert message.startswith("1 of 12 images of the capture cannot be used:")
+    assert f"{damaged}: cannot be read as an image" in message and "Restore or replace these files" in message
+    assert files_under(output) == []
+
+
+def test_eval_modes_that_score_frames_with_the_object_stop_ns_train(object_removal_capture, tmp_path):
+    from ns_diffusion_methods.errors import UserFacingError
+
+    output = tmp_path / "outputs"
+    with pytest.raises(UserFacingError, match="--eval-mode fraction: the frames it would pick still show the object"):
+        harness.train("mald-nerf-small", object_removal_capture, output, flags=FAST_MALD_NERF, max_num_iterations=1,
+                      dataparser=["object-mask-data", "--eval-mode", "fraction"])
+    assert files_under(output) == []
+
+
+def test_add_masks_errors_are_one_line_without_traceback(object_removal_capture, tmp_path):
+    from failure_helpers import run_command
+
+    missing = tmp_path / "no-such-masks"
+    result = run_command("ns-diffusion", "add-masks", "--data", object_removal_capture, "--masks", missing,
+                         "--output", tmp_path / "out")
+    message = user_error(result)
+    assert f"The mask folder {missing} does not exist" in message
+    assert not (tmp_path / "out").exists()

@@ -26,7 +26,7 @@ from ns_diffusion_methods.inpainters.customization import (
     training_batch,
 )
 
-SETTINGS = CustomizationConfig(steps=3, learning_rate=1e-2, resolution=32, batch_size=2)
+SETTINGS = CustomizationConfig(steps=3, learning_rate=1e-2, batch_size=2)
 
 
 def _config(**settings):
@@ -65,13 +65,13 @@ def test_random_crops_follow_the_object_mask():
     masks = torch.zeros(4, 1, 32, 48, dtype=torch.bool)
     masks[:, :, 8:20, 18:40] = True
     images[masks.expand_as(images)] = 5.0  # mark the object pixels in the image itself
-    crops, crop_masks = random_crops(images, masks, 32, torch.Generator().manual_seed(0))
+    crops, crop_masks = random_crops(images, masks, (32, 48), 32, torch.Generator().manual_seed(0))
     assert crops.shape == (4, 3, 32, 32) and crop_masks.shape == (4, 1, 32, 32)
     assert torch.equal(crop_masks, crops[:, :1] == 5.0)
     assert crop_masks.any()
-    # larger images are resized (shorter side 32) before cropping; a mask pixel touching the object stays object
+    # larger images are resized (to 32 x 48) before cropping; a mask pixel touching the object stays object
     big_masks = masks.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
-    _, resized = random_crops(torch.rand(4, 3, 64, 96), big_masks, 32, torch.Generator().manual_seed(0))
+    _, resized = random_crops(torch.rand(4, 3, 64, 96), big_masks, (32, 48), 32, torch.Generator().manual_seed(0))
     assert torch.equal(resized, crop_masks)
 
 
@@ -119,6 +119,7 @@ def test_cache_hit_reuses_the_folder_and_changes_in_data_change_the_key(tmp_path
     assert (folder / "adapter_model.safetensors").is_file() and (folder / "adapter_config.json").is_file()
     record = json.loads((folder / "customization.json").read_text())
     assert record["key"] == data_key(images, masks, config) and record["num_images"] == 3
+    assert record["training_image_size"] == [32, 40]  # 40 x 48 at short side 32: 48 * 32 / 40 = 38.4 -> 40
     stamp = (folder / "adapter_model.safetensors").stat().st_mtime_ns
 
     console = _console()
@@ -136,6 +137,7 @@ def test_cache_hit_reuses_the_folder_and_changes_in_data_change_the_key(tmp_path
     assert data_key(images, masks, dataclasses.replace(config, model="other/model")) != key
     assert data_key(images, masks, _config(steps=4)) != key
     assert data_key(images, masks, dataclasses.replace(config, prompt="a photo of zwx scene")) != key
+    assert data_key(images, masks, dataclasses.replace(config, resolution=24)) != key  # the crops' scale
     # settings that do not affect training (inference steps, guidance) keep the key
     assert data_key(images, masks, dataclasses.replace(config, num_inference_steps=7, guidance_scale=2.0)) == key
 
@@ -181,6 +183,21 @@ def test_command_on_the_synthetic_capture(object_removal_capture, tmp_path, caps
     assert (tmp_path / "cache") in __import__("pathlib").Path(folder).parents
     assert json.loads((__import__("pathlib").Path(folder) / "customization.json").read_text())["num_images"] == \
         images.shape[0]
+
+
+def test_capture_without_split_lists_leaves_out_frames_named_eval(object_removal_capture, tmp_path):
+    """Without split lists, customisation uses the frames ``object-mask-data`` trains on: not the ``*eval*`` ones."""
+    import shutil
+
+    capture = tmp_path / "capture"
+    shutil.copytree(object_removal_capture, capture)
+    meta = json.loads((capture / "transforms.json").read_text())
+    num_train = len(meta["train_filenames"])
+    for key in ("train_filenames", "val_filenames", "test_filenames"):
+        del meta[key]
+    (capture / "transforms.json").write_text(json.dumps(meta))
+    images, _ = read_capture(capture)
+    assert images.shape[0] == num_train < len(meta["frames"])
 
 
 def test_command_refuses_a_capture_with_a_bad_mask(object_removal_capture, tmp_path):

@@ -143,13 +143,14 @@ def test_default_resolution_is_the_native_size_of_the_model():
     inpainter = InpainterConfig(model="tiny").setup(device="cpu")
     unet, factor = inpainter.unet.config, inpainter.vae_scale_factor
     assert inpainter.resolution == unet.sample_size * factor == 64
-    assert inpainter.inference_size(72, 96) == (48, 64)
+    # short side 72 -> 64; long side 96 * 64 / 72 = 85.3 -> nearest multiple of 8: 88
+    assert inpainter.inference_size(72, 96) == (64, 88)
 
 
-def test_inference_size_rounds_to_unet_multiple(tiny_inpainter):
-    assert tiny_inpainter.size_multiple == 16  # VAE factor 8 x one UNet down-sampling
-    assert tiny_inpainter.inference_size(24, 32) == (32, 32)
-    assert _config(resolution=64).setup().inference_size(48, 32) == (64, 48)
+def test_inference_size_keeps_frames_below_the_resolution(tiny_inpainter):
+    assert tiny_inpainter.size_multiple == tiny_inpainter.vae_scale_factor == 8
+    assert tiny_inpainter.inference_size(24, 32) == (24, 32)  # short side 24 < 32: the frame's own size
+    assert _config(resolution=64).setup().inference_size(48, 32) == (48, 32)
 
 
 def test_loads_from_a_local_folder_and_refuses_incomplete_or_non_inpainting_models(tmp_path, tiny_inpainter):

@@ -12,7 +12,7 @@ from ns_diffusion_methods.inpainters.customization import customize
 
 @pytest.mark.cuda
 def test_float16_inpainting_and_customization_on_cuda(tmp_path):
-    settings = CustomizationConfig(steps=3, resolution=32, batch_size=2)
+    settings = CustomizationConfig(steps=3, batch_size=2)
     config = InpainterConfig(model="tiny", resolution=32, num_inference_steps=4, customization=settings)
     inpainter = config.setup(device="cuda")
     assert inpainter.dtype == torch.float16 and inpainter.unet.dtype == torch.float16

@@ -2,11 +2,13 @@
 
 - ``mald-nerf``: the paper's method with [REC] defaults where the paper's values are unknown (reference
   ``mald-nerf.md`` §1.9): nerfacto at full size, 25k iterations (Zip-NeRF), 4096 rays plus 4 patches of 64 px per
-  step, SD-2-inpainting customised on the scene, a dataset update every 2500 steps, 8 times, t from 0.98 T to 0.3 T.
+  step, SD-2-inpainting customised on the scene, dataset updates k = 0..8 (K = 8) at steps 2500, 5000, ..., 22500,
+  t from 0.98 T down to 0.3 T.
 - ``mald-nerf-small``: the same code with small sizes for CPUs and quick checks: a small nerfacto, 64 px-class images,
-  256 rays plus 2 patches of 16 px, the ``opencv`` inpainter (no weights, offline), 1000 iterations with a dataset
-  update every 200 steps, no hash decay, and weaker adversarial terms that start at step 100 (measured at this
-  scale; see the method's README). ``ns-diffusion demo`` trains it.
+  256 rays plus 2 patches of 16 px, the ``opencv`` inpainter (no weights, offline), 1000 iterations with dataset
+  updates at steps 200, 400, 600 and 800 (K = 3; skipped with ``opencv``, which ignores renders), no hash decay, and
+  weaker adversarial terms that start at step 100 (measured at this scale; see the method's README).
+  ``ns-diffusion demo`` trains it.
 
 Both run on a machine without CUDA without extra flags (CPU device and nerfstudio's torch hash grids).
 """

@@ -116,7 +116,8 @@ class MaldNerfDataManager(VanillaDataManager[ObjectMaskDataset]):
                 image = data["image"]
                 if image.shape[-1] != 3:
                     raise DataError(f"{dataset.image_filenames[index]} has {image.shape[-1]} channels: mald-nerf "
-                                    f"needs RGB training images (set the dataparser's alpha colour for RGBA).")
+                                    f"needs RGB training images. object-mask-data composites RGBA images on its "
+                                    f"--alpha-color; with another dataparser, convert the images to RGB.")
                 images.append(image)
                 masks.append(data["object_mask"][..., 0])
                 if "mask" in data:

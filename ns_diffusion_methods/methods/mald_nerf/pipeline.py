@@ -18,10 +18,11 @@
 - **Scene customisation**: before training, the inpainting LDM is LoRA-fine-tuned on the training images with random
   rectangles, the loss zeroed on the object mask, with a scene token in the prompt. The result is cached on disk (keyed
   by the data and the base model) and reused.
-- **Iterative dataset update**: the training views are first inpainted from the captured images at full noise;
-  then every ``update_every`` (U) steps, ``num_updates`` (K) times, each view is rendered (no gradients), noised to
-  ``t(k) = t_max - (t_max - t_min) sqrt(k / K)`` and re-inpainted by partial DDIM, conditioned on the masked captured
-  image. Captured pixels outside the mask are kept exactly. The results are the datamanager's ``inpainted``
+- **Iterative dataset update**: the training views are first inpainted from the captured images, from pure noise;
+  then at steps U, 2U, ..., (K + 1) U (``update_every`` U, ``num_updates`` K) update ``k = 0, 1, ..., K`` renders each
+  view (no gradients), noises it to ``t(k) = t_max - (t_max - t_min) sqrt(k / K)`` (so from ``t_max`` down to
+  ``t_min``) and re-inpaints it by partial DDIM, conditioned on the masked captured image. Captured pixels outside
+  the mask are kept exactly. The results are the datamanager's ``inpainted``
   :class:`~ns_diffusion_methods.dataset_updates.ImageStore` (checkpointed; restored by ``--load-dir``, which then does
   not inpaint again), logged as images, and shown on the training cameras in the viewer. With several GPUs each rank
   inpaints its share of the views and all ranks gather the results.
@@ -48,7 +49,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor, nn
 from torch.cuda.amp.grad_scaler import GradScaler
 
-from ns_diffusion_methods.data.checks import require_evaluation_images
+from ns_diffusion_methods.data.checks import require_object_free_views
 from ns_diffusion_methods.dataset_updates import render_camera_outputs, run_sharded
 from ns_diffusion_methods.diffusion.untrained import mark_untrained
 from ns_diffusion_methods.gan import (
@@ -63,7 +64,7 @@ from ns_diffusion_methods.gan import (
 from ns_diffusion_methods.inpainters import Inpainter, InpainterConfig, composite
 from ns_diffusion_methods.methods.mald_nerf.datamanager import MaldNerfDataManager, MaldNerfDataManagerConfig
 from ns_diffusion_methods.methods.mald_nerf.model import MaldNerfModel, MaldNerfModelConfig
-from ns_diffusion_methods.methods.mald_nerf.schedule import idu_timestep, update_index
+from ns_diffusion_methods.methods.mald_nerf.schedule import idu_timestep, update_index, update_steps
 
 
 @dataclass
@@ -120,22 +121,25 @@ class MaldNerfPipelineConfig(VanillaPipelineConfig):
     """Re-inpaint the training views from the current renders during training (False: ablation, only the first
     inpainting). Classical inpainters (opencv) ignore renders, so with them the updates are skipped."""
     update_every: int = 2500
-    """U: training steps between dataset updates (paper value unknown; 1000-2500 [REC], nerfiller 1000)."""
+    """U: training steps between dataset updates; the first is at step U (paper value unknown; 1000-2500 [REC],
+    nerfiller 1000)."""
     num_updates: int = 8
-    """K: number of dataset updates, at steps U, 2U, ..., KU (paper value unknown [REC])."""
+    """K of t(k) = t_max - (t_max - t_min) sqrt(k / K): the dataset updates are k = 0, 1, ..., K, i.e. K + 1 updates,
+    at steps U, 2U, ..., (K + 1) U, from t_max down to t_min (paper value unknown [REC]). 0 = one update, at t_max.
+    Updates after the run's last step do not happen (a message says so at the start)."""
     t_max: float = 0.98
-    """Start noise level of the first update, as a fraction of the LDM's T timesteps (≈0.98 [REC])."""
+    """Start noise level of the first update (k = 0), as a fraction of the LDM's T timesteps (≈0.98 [REC])."""
     t_min: float = 0.3
-    """Start noise level of the last update, as a fraction of T (0.2-0.4 [REC])."""
+    """Start noise level of the last update (k = K), as a fraction of T (0.2-0.4 [REC])."""
     update_seed: int = 0
     """Seed of the inpainting noise (per view and update, so results do not depend on the number of GPUs)."""
     num_logged_images: int = 4
     """Inpainted training views logged as images after every update (0 = none)."""
 
     def __post_init__(self) -> None:
-        if self.r1_every < 1 or self.update_every < 1 or self.num_updates < 1:
-            raise ValueError(f"`r1_every`, `update_every` and `num_updates` must be >= 1, but got {self.r1_every}, "
-                             f"{self.update_every} and {self.num_updates}.")
+        if self.r1_every < 1 or self.update_every < 1 or self.num_updates < 0:
+            raise ValueError(f"`r1_every` and `update_every` must be >= 1 and `num_updates` >= 0, but got "
+                             f"{self.r1_every}, {self.update_every} and {self.num_updates}.")
         if not 0.0 <= self.t_min <= self.t_max <= 1.0:
             raise ValueError(f"need 0 <= t_min <= t_max <= 1 (fractions of T), but got t_min={self.t_min}, "
                              f"t_max={self.t_max}.")
@@ -224,16 +228,36 @@ class MaldNerfPipeline(VanillaPipeline):
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         """nerfacto's callbacks plus the dataset update, checked before every iteration."""
         self._trainer = training_callback_attributes.trainer
+        trainer_config = getattr(self._trainer, "config", None)
+        if trainer_config is not None:  # the steps this run trains: nerfstudio's range(start, start + max iterations)
+            first = int(getattr(self._trainer, "_start_step", 0))
+            self.note_missed_updates(first, first + int(trainer_config.max_num_iterations))
         callbacks = super().get_training_callbacks(training_callback_attributes)
         callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
                                           func=self.maybe_update_dataset))
         return callbacks
 
     # ---------------------------------------------------------------------------------------- dataset update
+    def note_missed_updates(self, first_step: int, end_step: int) -> List[int]:
+        """Say which dataset updates fall outside the steps ``first_step .. end_step - 1`` this run trains.
+
+        Returns those updates' steps (printed once when there are any and the updates would run at all).
+        """
+        if not (self.config.dataset_update and self.inpainter.uses_diffusion):
+            return []
+        steps = update_steps(self.config.update_every, self.config.num_updates)
+        missed = [s for s in steps if s >= end_step]
+        if missed:
+            CONSOLE.print(f"[yellow]{len(missed)} of the {len(steps)} dataset updates (steps "
+                          f"{', '.join(map(str, steps))}) come after the last training step {end_step - 1} and will "
+                          f"not happen: raise --max-num-iterations or lower --pipeline.update-every / "
+                          f"--pipeline.num-updates.[/yellow]")
+        return missed
+
     def maybe_update_dataset(self, step: int) -> None:
-        """First inpainting if the store is empty (a fresh run), then an update at every step ``k * U``, k <= K."""
+        """First inpainting if the store is empty (a fresh run), then update ``k`` at step ``(k + 1) U``, k <= K."""
         if not bool(self.datamanager.inpainted.filled.all()):
-            self.update_dataset(step, 0)
+            self.update_dataset(step, None)
             return
         if self.config.dataset_update:
             k = update_index(step, self.config.update_every, self.config.num_updates)
@@ -249,19 +273,19 @@ class MaldNerfPipeline(VanillaPipeline):
                 return
             self.update_dataset(step, k)
 
-    def start_timestep(self, k: int) -> Optional[int]:
-        """None (pure noise) for the first inpainting ``k = 0``, else ``t(k)`` in the inpainter's timesteps."""
-        if k == 0:
+    def start_timestep(self, k: Optional[int]) -> Optional[int]:
+        """None (pure noise) for the first inpainting (``k = None``), else ``t(k)`` in the inpainter's timesteps."""
+        if k is None:
             return None
         return idu_timestep(k, self.config.num_updates, self.config.t_max, self.config.t_min,
                             self.inpainter.num_train_timesteps)
 
     @torch.no_grad()
-    def inpaint_view(self, index: int, k: int) -> Tensor:
+    def inpaint_view(self, index: int, k: Optional[int]) -> Tensor:
         """Inpaint training view ``index`` for update ``k``: ``[H, W, 3]`` on the CPU, captured pixels kept outside.
 
-        ``k = 0`` inpaints the captured image from pure noise; ``k >= 1`` starts from the current render noised to
-        ``t(k)`` (partial DDIM), conditioned on the masked captured image.
+        ``k = None`` (the first inpainting) inpaints the captured image from pure noise; update ``k = 0 .. K``
+        starts from the current render noised to ``t(k)`` (partial DDIM), conditioned on the masked captured image.
         """
         dm = self.datamanager
         device = self.device
@@ -279,15 +303,17 @@ class MaldNerfPipeline(VanillaPipeline):
         filled = composite(captured, filled.to(captured), mask)  # the captured pixels, exactly, outside the mask
         return filled[0].permute(1, 2, 0).float().cpu()
 
-    def update_dataset(self, step: int, k: int) -> None:
-        """Inpaint every training view for update ``k`` (sharded over ranks) and store the results."""
+    def update_dataset(self, step: int, k: Optional[int]) -> None:
+        """Inpaint every training view for update ``k`` (None: the first inpainting; sharded over ranks) and store
+        the results."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         dm = self.datamanager
         indices = list(range(dm.num_train_images))
         start = self.start_timestep(k)
         what = ("First inpainting of the training views (from pure noise)" if start is None else
-                f"Dataset update {k}/{self.config.num_updates}: re-inpainting from renders at t={start}")
+                f"Dataset update {k + 1}/{self.config.num_updates + 1} (k = {k}): re-inpainting from renders at "
+                f"t={start}")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=CONSOLE, transient=True) as progress:
             task = progress.add_task(what, total=len(indices))
@@ -397,11 +423,13 @@ class MaldNerfPipeline(VanillaPipeline):
                                        get_std: bool = False) -> Dict[str, Any]:
         """ns-eval's metrics over every test view: full-frame, masked, and set-level FID/KID.
 
-        Called without ``step`` (by ns-eval), the results also name the run's untrained models, if any.
+        The test views are the capture's object-free views; a capture without any (every frame shows the object)
+        stops here with a :class:`~ns_diffusion_methods.errors.DataError` saying how to add them, before anything is
+        rendered. Called without ``step`` (by ns-eval), the results also name the run's untrained models, if any.
         """
         from ns_diffusion_methods.methods.mald_nerf.evaluation import evaluate_test_views
 
-        require_evaluation_images(self.datamanager.eval_dataset, self.datamanager.get_datapath())
+        require_object_free_views(self.datamanager.eval_dataset, self.datamanager.get_datapath())
         self.eval()
         try:
             results = evaluate_test_views(self, output_path=output_path, get_std=get_std)

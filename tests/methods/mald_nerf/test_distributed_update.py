@@ -84,7 +84,7 @@ def test_two_ranks_hold_the_same_inpainted_dataset_each_view_inpainted_once(obje
     logs = [json.loads((tmp_path / f"processed-{rank}.json").read_text()) for rank in range(2)]
     stores = [torch.load(tmp_path / f"store-{rank}.pt") for rank in range(2)]
     num_views = stores[0]["images"].shape[0]
-    for k in ("0", "1"):  # the first inpainting and update 1
+    for k in ("null", "0"):  # the first inpainting (k None, JSON "null") and update k = 0
         shares = [log["processed"][k] for log in logs]
         assert sorted(shares[0] + shares[1]) == list(range(num_views))  # each view once, by one rank
         assert shares[0] and shares[1]  # both ranks worked
@@ -96,5 +96,5 @@ def test_two_ranks_hold_the_same_inpainted_dataset_each_view_inpainted_once(obje
     assert stores[0]["last_step"].tolist() == [UPDATE_EVERY] * num_views
     # ... and the same as one process doing all of the work
     images, last_step, processed, calls = _updates(object_removal_capture)
-    assert calls == 2 * num_views and processed == {0: list(range(num_views)), 1: list(range(num_views))}
+    assert calls == 2 * num_views and processed == {None: list(range(num_views)), 0: list(range(num_views))}
     assert torch.equal(images, stores[0]["images"])

@@ -2,8 +2,6 @@
 
 import torch
 
-from ns_diffusion_methods.methods.mald_nerf.schedule import idu_timestep
-
 from .conftest import build_pipeline
 
 
@@ -105,10 +103,10 @@ def _quantised(image):
 def test_dataset_update_never_changes_pixels_outside_the_mask(object_removal_capture, tmp_path):
     pipeline = build_pipeline(object_removal_capture, [
         "--pipeline.inpainter.model", "tiny", "--pipeline.customization-cache-dir", str(tmp_path / "lora"),
-        "--pipeline.update-every", "5", "--pipeline.num-updates", "2"])
+        "--pipeline.update-every", "5", "--pipeline.num-updates", "1"])
     dm = pipeline.datamanager
     assert pipeline.config.inpainter.lora_path is not None  # customised (2 steps) before training
-    for step, k in ((0, 0), (5, 1), (10, 2)):
+    for step in (0, 5, 10):  # the first inpainting, then updates k = 0 and k = 1
         pipeline.maybe_update_dataset(step)
         assert dm.inpainted.last_step.tolist() == [step] * dm.num_train_images
         for index in range(dm.num_train_images):
@@ -119,11 +117,11 @@ def test_dataset_update_never_changes_pixels_outside_the_mask(object_removal_cap
         # the tiny (random-weight) LDM does change the inside
         inside = dm.object_mask(0)
         assert not torch.equal(dm.inpainted.images[0][inside], _quantised(dm.captured_image(0))[inside])
-    assert pipeline.start_timestep(0) is None  # first inpainting: pure noise
+    assert pipeline.start_timestep(None) is None  # first inpainting: pure noise
     T = pipeline.inpainter.num_train_timesteps
-    assert pipeline.start_timestep(1) == idu_timestep(1, 2, 0.98, 0.3, T)
-    assert pipeline.start_timestep(2) == round(0.3 * T)
-    pipeline.maybe_update_dataset(15)  # past K updates: nothing more
+    assert pipeline.start_timestep(0) == round(0.98 * T)  # the first update starts at t_max
+    assert pipeline.start_timestep(1) == round(0.3 * T)  # the last (k = K) at t_min
+    pipeline.maybe_update_dataset(15)  # past the K + 1 updates: nothing more
     assert dm.inpainted.last_step.tolist() == [10] * dm.num_train_images
     pipeline.maybe_update_dataset(7)  # not a multiple of U
     assert dm.inpainted.updates.tolist() == [3] * dm.num_train_images

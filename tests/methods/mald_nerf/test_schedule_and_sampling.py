@@ -30,13 +30,16 @@ def test_timesteps_are_rounded_fractions_of_T():
     assert idu_timestep(8, 8, 0.98, 0.3, T) == 300
     assert idu_timestep(1, 8, 0.98, 0.3, T) == round(1000 * (0.98 - 0.68 * math.sqrt(1 / 8)))
     assert idu_timestep(0, 4, 1.0, 0.5, T) == T - 1  # clamped into [0, T)
+    assert idu_timestep(0, 0, 0.98, 0.3, T) == 980  # K = 0: a single update, at t_max
+    with pytest.raises(ValueError, match="k must be in"):
+        idu_timestep(1, 0, 0.98, 0.3, T)
     with pytest.raises(ValueError, match="t_min <= t_max"):
         idu_timestep(1, 4, 0.2, 0.5, T)
 
 
-def test_updates_happen_at_multiples_of_U_up_to_K():
-    hits = {step: update_index(step, 100, 3) for step in range(0, 501)}
-    assert {s: k for s, k in hits.items() if k is not None} == {100: 1, 200: 2, 300: 3}
+def test_updates_k_0_to_K_happen_at_steps_U_to_K_plus_1_times_U():
+    hits = {step: update_index(step, 100, 3) for step in range(0, 601)}
+    assert {s: k for s, k in hits.items() if k is not None} == {100: 0, 200: 1, 300: 2, 400: 3}
 
 
 def _covered(corners: torch.Tensor, size: int, shape) -> torch.Tensor:

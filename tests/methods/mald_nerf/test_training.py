@@ -24,7 +24,7 @@ def test_tiny_ldm_training_evaluation_and_resume_keep_the_inpainted_images(objec
     images = first["pipeline"]["datamanager.inpainted.images"]
     updates = first["pipeline"]["datamanager.inpainted.updates"]
     assert images.dtype == torch.uint8 and images.float().mean() > 0
-    assert updates.tolist() == [2] * images.shape[0]  # the first inpainting, then the update at step 3 (k = 1)
+    assert updates.tolist() == [2] * images.shape[0]  # the first inpainting, then the update at step 3 (k = 0, at t_max)
     assert first["pipeline"]["datamanager.inpainted.last_step"].tolist() == [3] * images.shape[0]
     assert "discriminator" in first["optimizers"]
     assert not any("unet" in key or "text_encoder" in key for key in first["pipeline"])

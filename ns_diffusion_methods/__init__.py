@@ -1,13 +1,9 @@
 """ns-diffusion-methods: diffusion-powered 3D methods for nerfstudio.
 
-Importing the package activates the compatibility layer (:mod:`ns_diffusion_methods.compat`): nerfstudio imports
-its plugins (this package is one, through its entry points) before it loads any checkpoint or builds any model, so
-every nerfstudio command run with the package installed gets
-
-- checkpoints of nerfstudio 1.1.5 loadable under torch >= 2.6 (numpy scalar types allow-listed for ``torch.load``);
-- metrics whose backbone weights cannot be obtained offline reported as unavailable instead of crashing;
-- errors a user can act on (:class:`~ns_diffusion_methods.errors.UserFacingError`) shown as ``Error: <message>``
-  without a traceback (:func:`~ns_diffusion_methods.errors.install_excepthook`).
+Importing the package is free and inert: nerfstudio imports it (through its entry points) on every ``ns-*``
+command, so it defines configs and nothing else, imports no heavy library (diffusers, transformers, peft, cv2,
+lpips are imported where models are built) and changes nothing in nerfstudio, torch or torchmetrics. What the
+package's own runs need is switched on when they start (:func:`ns_diffusion_methods.compat.enable_for_package_runs`).
 
 This module must stay import-light: nerfstudio discovers dataparser plugins while its own data modules are still
 half-imported, so nothing here may import nerfstudio.
@@ -19,9 +15,3 @@ H height, W width, T diffusion timesteps.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-
-from ns_diffusion_methods import compat as _compat
-from ns_diffusion_methods import errors as _errors
-
-_compat.activate()
-_errors.install_excepthook()

@@ -39,9 +39,11 @@ SCENE_IMAGE_SIZE = 48
 SCENE_NUM_VIEWS = 12
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_torch_thread():
-    """One intra-op torch thread for the test: the cores are shared, and tiny tensors gain nothing from more."""
+    """Every test runs with one intra-op torch thread: the tests' models are tiny (thousands of small ops, where
+    OpenMP synchronisation costs more than it gains, very much so on a busy CPU), and pytest runs one test at a time
+    on cores that end-to-end tests share with their subprocesses."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -33,9 +33,11 @@ SMALL_NERFACTO_FLAGS: List[str] = [
 
 def train(method: str, data: Path, output_dir: Path, flags: Sequence[str] = (), dataparser: Sequence[str] = (),
           max_num_iterations: Optional[int] = None) -> Path:
-    """``ns-train METHOD [BASE_FLAGS] [flags] --data DATA [dataparser...]``; returns the run's ``config.yml``."""
+    """``ns-train METHOD [BASE_FLAGS] [--max-num-iterations N] [flags] --data DATA [dataparser...]``; returns the
+    run's ``config.yml``. ``flags`` may end with a component subcommand and its flags (``pipeline.inpainter:ldm
+    --pipeline.inpainter.model tiny``): tyro applies flags to the subcommand they follow."""
     extra = [] if max_num_iterations is None else ["--max-num-iterations", str(max_num_iterations)]
-    config_path, _ = train_run(method, data, output_dir, [*BASE_FLAGS, *flags, *extra], dataparser)
+    config_path, _ = train_run(method, data, output_dir, [*BASE_FLAGS, *extra, *flags], dataparser)
     return config_path
 
 

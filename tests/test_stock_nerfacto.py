@@ -1,15 +1,21 @@
-"""End to end through nerfstudio's own commands: stock nerfacto trains offline on CPU, ns-eval and ns-render work.
+"""Stock nerfacto run by the package (``ns-diffusion benchmark``'s baselines, through nerfstudio's own ``ns-train``,
+``ns-eval`` and ``ns-render`` code): it trains offline on CPU, evaluates and renders.
 
-This is the compatibility layer's proof: without it, building nerfacto fails offline (LPIPS downloads AlexNet) and
-its checkpoint does not load under torch >= 2.6 (``ns-eval`` and ``ns-render`` load it with ``torch.load``).
+This is the proof of :func:`ns_diffusion_methods.compat.package_run`: without it, building nerfacto fails offline
+(LPIPS downloads AlexNet) and its checkpoint does not load under torch >= 2.6 (``ns-eval`` and ``ns-render`` load it
+with ``torch.load``). Outside the package's runs nerfacto is left exactly as nerfstudio ships it
+(``tests/compat/test_inert_import.py``).
 """
 
 import pytest
 import torch
 import torchvision
-
 from harness import SMALL_NERFACTO_FLAGS, evaluate, render_dataset, train
-from ns_diffusion_methods.compat import metrics
+
+from ns_diffusion_methods.metrics import lpips as metrics
+
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The benchmark runner behind ``ns-diffusion benchmark NAME [--output DIR]``.
+"""The benchmark runner behind ``ns-diffusion benchmark NAME [--output DIR]`` (the command:
+:class:`ns_diffusion_methods.benchmark.commands.BenchmarkCommand`).
 
 A benchmark is a YAML file ``configs/benchmarks/NAME.yaml`` (see ``configs/benchmarks/README.md`` for the format).
 Two kinds exist:
@@ -21,7 +22,6 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -29,7 +29,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 import yaml
 from rich.console import Console
-from tyro.conf import Positional
 
 from ns_diffusion_methods.errors import UserFacingError
 
@@ -245,11 +244,14 @@ def _plot(rows: List[Dict[str, Any]], plot: Dict[str, Any], title: str, path: Pa
 
 def run_benchmark(name: str, output: Optional[Path] = None, overrides: Optional[Dict[str, Any]] = None,
                   console: Optional[Console] = None) -> Dict[str, Path]:
-    """Run benchmark ``name`` and write its report into ``output`` (default ``benchmark-results/NAME``)."""
+    """Run benchmark ``name`` and write its report into ``output`` (default
+    ``outputs/ns-diffusion/benchmark/NAME/<timestamp>``)."""
+    from ns_diffusion_methods.cli.outputs import default_output
+
     console = console or Console()
     path = find_definition(name)
     spec = load_definition(path, overrides)
-    output_dir = Path(output) if output is not None else Path("benchmark-results") / spec["name"]
+    output_dir = Path(output) if output is not None else default_output("benchmark", spec["name"])
     output_dir.mkdir(parents=True, exist_ok=True)
     env = environment_info()
     console.print(f"[bold]Benchmark {spec['name']}[/bold] ({path}) on {env['device']}")
@@ -266,26 +268,9 @@ def run_benchmark(name: str, output: Optional[Path] = None, overrides: Optional[
     return paths
 
 
-def _parse_override(text: str) -> Tuple[str, Any]:
+def parse_override(text: str) -> Tuple[str, Any]:
+    """``KEY=VALUE`` (VALUE in YAML) as ``(key, value)``."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise UserFacingError(f"`--set` takes KEY=VALUE (VALUE in YAML), but got {text!r}.")
     return key, yaml.safe_load(value)
-
-
-@dataclass
-class BenchmarkCommand:
-    """Run a benchmark of configs/benchmarks/ and write results.json, results.md and a plot."""
-
-    name: Positional[str]
-    """Benchmark name (a file configs/benchmarks/NAME.yaml) or a path to a definition file."""
-    output: Optional[Path] = None
-    """Output folder. Default: benchmark-results/NAME."""
-    set: List[str] = field(default_factory=list)
-    """Override entries of the definition's `params`, as KEY=VALUE (VALUE parsed as YAML), e.g. --set repeats=2."""
-
-    def main(self) -> int:
-        """Run it."""
-        overrides = dict(_parse_override(s) for s in self.set)
-        run_benchmark(self.name, self.output, overrides)
-        return 0

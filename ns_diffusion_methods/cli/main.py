@@ -17,24 +17,27 @@ from rich.console import Console
 
 #: command -> (module, dataclass with a main() method, help). Nested commands use "outer inner".
 COMMANDS: Dict[str, Tuple[str, str, str]] = {
-    "demo": ("ns_diffusion_methods.methods.mald_nerf.demo", "DemoCommand", "Remove an object from a synthetic 3D capture with MALD-NeRF on the CPU: capture, train, evaluate, before/after picture."),
-    "sample ssdnerf": ("ns_diffusion_methods.methods.ssdnerf.sample", "SampleSSDNeRF",
+    "demo": ("ns_diffusion_methods.methods.mald_nerf.commands", "DemoCommand",
+             "Remove an object from a synthetic 3D capture with MALD-NeRF on the CPU: capture, train, evaluate, "
+             "before/after picture."),
+    "sample ssdnerf": ("ns_diffusion_methods.methods.ssdnerf.commands", "SampleCommand",
                        "Generate objects with a trained SSDNeRF run (DDIM) and write turntables."),
     "sample renderdiffusion": ("ns_diffusion_methods.methods.renderdiffusion.commands", "SampleCommand",
                                "Generate objects with a trained RenderDiffusion run and write turntables."),
     "inpaint renderdiffusion": ("ns_diffusion_methods.methods.renderdiffusion.commands", "InpaintCommand",
                                 "3D-aware RePaint inpainting of an image with a trained RenderDiffusion run."),
-    "fix": ("ns_diffusion_methods.fixers.cli", "FixCommand",
+    "fix": ("ns_diffusion_methods.fixers.commands", "FixCommand",
             "Repair renders with the Difix single-step diffusion fixer (optionally with reference images)."),
-    "train-fixer": ("ns_diffusion_methods.fixers.cli", "TrainFixerCommand",
+    "train-fixer": ("ns_diffusion_methods.fixers.commands", "TrainFixerCommand",
                     "Fine-tune Difix on (degraded render, clean image[, reference]) pairs."),
-    "fixer-pairs": ("ns_diffusion_methods.fixers.cli", "FixerPairsCommand",
+    "fixer-pairs": ("ns_diffusion_methods.fixers.commands", "FixerPairsCommand",
                     "Make fixer training pairs from a nerfstudio run (renders vs. real images, nearest reference)."),
-    "benchmark": ("ns_diffusion_methods.benchmark.runner", "BenchmarkCommand",
+    "benchmark": ("ns_diffusion_methods.benchmark.commands", "BenchmarkCommand",
                   "Run a benchmark defined in configs/benchmarks/ and write JSON, Markdown and a plot."),
-    "add-masks": ("ns_diffusion_methods.data.add_masks", "AddMasksCommand",
-                  "Add object masks from a folder to a nerfstudio capture (object_mask_path per frame), for mald-nerf."),
-    "customize": ("ns_diffusion_methods.inpainters.customization", "CustomizeCommand",
+    "add-masks": ("ns_diffusion_methods.data.commands", "AddMasksCommand",
+                  "Add object masks from a folder to a nerfstudio capture (object_mask_path per frame), for "
+                  "mald-nerf."),
+    "customize": ("ns_diffusion_methods.inpainters.commands", "CustomizeCommand",
                   "LoRA-customise an inpainting LDM on a capture with object masks (MALD-NeRF; cached)."),
 }
 
@@ -61,6 +64,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Dispatch to a subcommand; returns the process exit code."""
     import tyro
 
+    from ns_diffusion_methods.compat import package_run
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -77,7 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     module_name, class_name, help_ = COMMANDS[name]
     command_cls = getattr(importlib.import_module(module_name), class_name)
     command = tyro.cli(command_cls, args=rest, prog=f"ns-diffusion {name}", description=help_)
-    result = command.main()
+    with package_run():  # the commands load runs and build models as the package's methods do
+        result = command.main()
     return int(result) if isinstance(result, int) else 0
 
 

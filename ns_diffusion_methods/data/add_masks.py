@@ -1,4 +1,5 @@
-"""``ns-diffusion add-masks``: give a nerfstudio capture the object masks of a folder (``object_mask_path``).
+"""What ``ns-diffusion add-masks`` does: give a nerfstudio capture the object masks of a folder (``object_mask_path``).
+The command itself is :class:`ns_diffusion_methods.data.commands.AddMasksCommand`.
 
 The path from a phone video to ``mald-nerf``: ``ns-process-data video`` writes the capture (``images/frame_00001.png``,
 ``transforms.json``); any segmenter writes one mask per frame into a folder; this command matches the masks to the
@@ -43,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from ns_diffusion_methods.data.checks import MAX_LISTED, read_nerfstudio_transforms
+from ns_diffusion_methods.data.images import image_size, save_image
 from ns_diffusion_methods.data.masks import dilate_mask, mask_from_image, resize_mask
 from ns_diffusion_methods.data.object_mask_data import SPLIT_LISTS, is_evaluation_name, split_lists_problem
 from ns_diffusion_methods.errors import DataError, UserFacingError
@@ -79,8 +81,7 @@ def _full_size(data_dir: Path, frame: dict, meta: dict) -> Tuple[int, int]:
     """``(w, h)`` of a frame's full-size image: its file's, else the intrinsics' (only images_N copies exist)."""
     image = data_dir / frame["file_path"]
     if image.is_file():
-        with Image.open(image) as pil_image:
-            return pil_image.size
+        return image_size(image)
     return int(frame.get("w", meta["w"])), int(frame.get("h", meta["h"]))
 
 
@@ -289,7 +290,7 @@ def add_masks(data: Path, masks: Path, output: Optional[Path] = None, in_place: 
         if result.mask is None:
             continue
         name = f"{mask_folder}/{Path(frame['file_path']).stem}.png"
-        Image.fromarray(result.mask.astype(np.uint8) * 255).save(target / name)
+        save_image(result.mask.astype(np.uint8) * 255, target / name)
         frame["object_mask_path"] = name
     lists_written = not marked and bool(evaluation)
     if lists_written:
@@ -316,38 +317,3 @@ def add_masks(data: Path, masks: Path, output: Optional[Path] = None, in_place: 
         evaluation_empty_mask=[r.frame["file_path"] for r in evaluation if r.mask is not None and not r.has_object],
         unused_masks=sorted(set(files.values()) - used), enlarged=sum(r.enlarged for r in results),
         lists_written=lists_written)
-
-
-@dataclass
-class AddMasksCommand:
-    """Add object masks from a folder to a nerfstudio capture (``object_mask_path`` per frame) for mald-nerf.
-
-    Masks are matched to frames by file stem; frames without a mask (or with an empty one) become object-free
-    evaluation views unless the capture marks its evaluation views itself. Prints what it did and the ns-train
-    command to run next.
-    """
-
-    data: Path
-    """The capture: a folder with transforms.json, as ns-process-data writes it."""
-    masks: Path
-    """Folder of object masks, one per frame, named by the frame image's stem (frame_00001.png or .jpg for
-    images/frame_00001.png). Object = value above half the format's range (1 in 0/1 masks), any colour channel;
-    masks may have the size of the full images or of their images_2/4/8 copies."""
-    output: Optional[Path] = None
-    """Write a copy of the capture with the masks here (a new or empty folder)."""
-    in_place: bool = False
-    """Write into --data instead of a copy; transforms.json is saved as transforms.json.bak first."""
-    dilate: Tuple[int, int] = (0, 0)
-    """Grow each mask by a square kernel of K pixels, N times, at the full image size: K N (SPIn-NeRF: 5 5 on its
-    quarter-size images); 0 0 = as drawn."""
-    invert: bool = False
-    """The masks mark the object with 0 (black) and everything else with non-zero values."""
-    mask_folder: str = "object_masks"
-    """Folder of the capture the normalised masks (0/255 PNG) are written to."""
-
-    def main(self) -> int:
-        """Add the masks and print the report."""
-        report = add_masks(self.data, self.masks, self.output, self.in_place, tuple(self.dilate), self.invert,
-                           self.mask_folder)
-        print(report.text(self.masks, tuple(self.dilate)))
-        return 0

@@ -31,6 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from ns_diffusion_methods.data.images import image_size
 from ns_diffusion_methods.errors import DataError
 
 #: (kernel size, iterations) of a square dilation; (0, 0) or any zero means "no dilation"
@@ -153,8 +154,7 @@ def check_object_mask(image: Path, mask: Optional[Path], dilation: Dilation = (0
         return MaskProblem(image, mask, f"object mask file does not exist (for image {image})")
     if sizes is None:
         try:
-            with Image.open(image) as pil_image:
-                sizes = [pil_image.size]  # (w, h), read from the header only
+            sizes = [image_size(image)]  # (w, h), read from the header only
         except (OSError, ValueError) as err:
             return MaskProblem(image, mask, f"its image {image} cannot be read ({err})")
     try:

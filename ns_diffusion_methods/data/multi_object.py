@@ -151,7 +151,8 @@ class MultiObjectDataManager(DataManager):
         for name in ("objects_per_batch", "rays_per_object", "images_per_batch", "eval_rays_per_batch"):
             value = getattr(self.config, name)
             if value < 1:
-                raise DataError(f"`{name}` must be >= 1, but is {value}. Set --pipeline.datamanager.{name.replace('_', '-')}.")
+                flag = name.replace("_", "-")
+                raise DataError(f"`{name}` must be >= 1, but is {value}. Set --pipeline.datamanager.{flag}.")
 
     # ------------------------------------------------------------------ structure
     @property

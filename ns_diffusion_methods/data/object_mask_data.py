@@ -64,7 +64,7 @@ from PIL import Image
 
 from ns_diffusion_methods.data.checks import check_nerfstudio_capture, read_nerfstudio_transforms
 from ns_diffusion_methods.data.masks import validate_object_masks
-from ns_diffusion_methods.errors import DataError, UserFacingError
+from ns_diffusion_methods.errors import DataError, UserFacingError, install_excepthook
 
 #: metadata keys shared by the object-mask dataparsers and dataset
 OBJECT_MASK_FILENAMES = "object_mask_filenames"
@@ -126,6 +126,7 @@ class ObjectMaskDataParser(Nerfstudio):
         return self.config.data.parent if self.config.data.suffix == ".json" else self.config.data
 
     def _generate_dataparser_outputs(self, split: str = "train"):
+        install_excepthook()  # a DataError below ends any ns-* command with an `Error:` line, stock methods too
         if self.config.eval_mode != "filename":
             raise UserFacingError(
                 f"object-mask-data does not pick evaluation views by --eval-mode {self.config.eval_mode}: the frames "

@@ -1,6 +1,6 @@
 """``spinnerf-data``: the SPIn-NeRF object-removal benchmark layout (Mirzaei et al., CVPR 2023).
 
-Layout of one scene of ``spinnerf-dataset.zip`` (reference ``mald-nerf.md`` §2.1):
+Layout of one scene of ``spinnerf-dataset.zip`` (as published with SPIn-NeRF):
 
 .. code-block:: text
 
@@ -43,14 +43,12 @@ from nerfstudio.cameras import camera_utils
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
-from PIL import Image
 
 from ns_diffusion_methods.data.checks import check_image_files
+from ns_diffusion_methods.data.images import IMAGE_SUFFIXES, image_size
 from ns_diffusion_methods.data.masks import validate_object_masks
 from ns_diffusion_methods.data.object_mask_data import OBJECT_MASK_DILATION, OBJECT_MASK_FILENAMES
-from ns_diffusion_methods.errors import DataError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+from ns_diffusion_methods.errors import DataError, install_excepthook
 
 
 @dataclass
@@ -127,6 +125,7 @@ class SpinNerf(DataParser):
         return self.config.data / name
 
     def _generate_dataparser_outputs(self, split: str = "train") -> DataparserOutputs:
+        install_excepthook()  # a DataError below ends any ns-* command with an `Error:` line, stock methods too
         data = self.config.data
         folder = self._image_folder()
         if not folder.is_dir():
@@ -146,10 +145,7 @@ class SpinNerf(DataParser):
                                        f"rows of poses_bounds.npy and their masks).")
 
         # intrinsics: hwf is at full resolution; scale the focal length to the loaded image width
-        sizes = []
-        for image in images:
-            with Image.open(image) as pil_image:
-                sizes.append(pil_image.size)  # (w, h)
+        sizes = [image_size(image) for image in images]  # (w, h)
         width = torch.tensor([w for w, _ in sizes], dtype=torch.int32)[:, None]
         height = torch.tensor([h for _, h in sizes], dtype=torch.int32)[:, None]
         focal = torch.from_numpy(hwf[:, 2] * np.array([w for w, _ in sizes]) / hwf[:, 1]).float()[:, None]

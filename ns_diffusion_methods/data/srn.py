@@ -1,6 +1,6 @@
 """Reader for the SRN multi-object layout: PixelNeRF's ShapeNet-SRN release, and ``ns-diffusion-synth objects``.
 
-Layout (``ssdnerf.md`` §8.1)::
+Layout (as in PixelNeRF's and SSDNeRF's ShapeNet-SRN downloads)::
 
     <root>/<split>/<object>/
         rgb/NNNNNN.png     RGB (or RGBA, composited on white) images
@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from ns_diffusion_methods.data.images import IMAGE_SUFFIXES, read_image
 from ns_diffusion_methods.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLIT_NAMES = ("train", "val", "test")
 #: what a split folder may be called, for messages
 SPLIT_FOLDER_NAMES = ("train, val, test, or <name>_train, <name>_val, <name>_test (e.g. cars_train), possibly nested "
@@ -103,21 +102,6 @@ def _read_pose(path: Path) -> np.ndarray:
     return values.reshape(4, 4)
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """uint8 [H, W, 3]; RGBA and LA are composited on white, greyscale is expanded to RGB."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
-                alpha = rgba[..., 3:4] / 255.0
-                # composite on white, rounding to nearest
-                return np.floor(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as error:
-        raise DataError(f"Cannot read image {path} ({error}). Replace or delete it (and its pose file).") from error
-
-
 def read_srn_object(folder: Union[str, Path]) -> SRNObject:
     """Read one SRN object folder (``rgb/``, ``pose/``, ``intrinsics.txt``).
 
@@ -140,7 +124,8 @@ def read_srn_object(folder: Union[str, Path]) -> SRNObject:
         if not pose_path.is_file():
             raise DataError(f"Image {image_path} has no pose: {pose_path} is missing. Add the pose or delete the "
                             f"image.")
-        image = _read_image(image_path)
+        image = read_image(image_path, "RGB", alpha="white",
+                           hint="Replace or delete it (and its pose file).")  # RGBA: on white
         if image.shape[:2] != (height, width):
             raise DataError(f"Image {image_path} is {image.shape[0]}x{image.shape[1]} (HxW) but "
                             f"{folder / 'intrinsics.txt'} declares {height}x{width}. Resize the images and rescale "

@@ -37,11 +37,10 @@ dataparser, camera and scene-box modules and this package's reader.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Type
-
-import json
 
 import numpy as np
 import torch
@@ -50,7 +49,7 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
 
-from ns_diffusion_methods.errors import DataError
+from ns_diffusion_methods.errors import DataError, install_excepthook
 
 
 def resolve_input_views(requested: Sequence[int], num_views: int, num_inputs: int) -> List[int]:
@@ -246,8 +245,12 @@ class SRNDataParser(DataParser):
             DataError: the folder named by ``train_split``/``eval_split`` does not exist, or no split folder of that
                 kind is found; the message lists the folders the dataset root has.
         """
-        from ns_diffusion_methods.data.srn import SPLIT_FOLDER_NAMES, find_split_folders, is_object_folder, \
-            objects_folder
+        from ns_diffusion_methods.data.srn import (
+            SPLIT_FOLDER_NAMES,
+            find_split_folders,
+            is_object_folder,
+            objects_folder,
+        )
 
         root = Path(self.config.data)
         explicit = self.config.train_split if split == "train" else self.config.eval_split
@@ -317,6 +320,7 @@ class SRNDataParser(DataParser):
         return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        install_excepthook()  # a DataError below ends any ns-* command with an `Error:` line, stock methods too
         from ns_diffusion_methods.data.srn import read_srn_objects
 
         radius, radius_origin = self._radius()

@@ -10,6 +10,10 @@ state no one wants to recompute (inpainted images, pseudo views, per-object code
 - resumes (``--load-dir``) from the newest checkpoint that is complete, ignoring anything else in the folder;
 - says at its start, and records in ``config.yml`` (``untrained_models``), which pretrained diffusion models of the run
   have random weights (``tiny``; :mod:`ns_diffusion_methods.diffusion.untrained`);
+- runs long work between iterations (dataset updates, pseudo-view rounds: the pipelines'
+  :class:`~ns_diffusion_methods.engine.callbacks.BetweenIterationsCallback` s) outside nerfstudio's iteration timer
+  and ETA, logging each run's duration;
+- turns on the package's run-time fixes (:func:`~ns_diffusion_methods.compat.enable_for_package_runs`) first;
 - leaves no run folder behind when it fails before its first checkpoint: nerfstudio writes ``config.yml`` before the
   data is even loaded, and a folder with a config but nothing to load looks like a run. Only the files a run writes
   (``config.yml``, ``dataparser_transforms.json``, TensorBoard event files, empty folders) are removed, and nothing at
@@ -31,7 +35,9 @@ from nerfstudio.utils import comms
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from ns_diffusion_methods.compat import enable_for_package_runs
 from ns_diffusion_methods.diffusion.untrained import untrained_models, untrained_warning
+from ns_diffusion_methods.engine.callbacks import BetweenIterationsCallback
 
 _CHECKPOINT = re.compile(r"^step-(\d+)\.ckpt$")
 
@@ -82,6 +88,10 @@ class DiffusionTrainer(Trainer):
 
     config: DiffusionTrainerConfig
 
+    def __init__(self, config: DiffusionTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        enable_for_package_runs()  # before anything can fail: user errors as `Error:` lines, checkpoint loading
+        super().__init__(config, local_rank=local_rank, world_size=world_size)
+
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         """Warn about untrained models, then nerfstudio's setup (data, pipeline, optimizers, viewer, checkpoint)."""
         self._record_untrained_models()
@@ -98,6 +108,20 @@ class DiffusionTrainer(Trainer):
         except Exception:
             self._discard_unfinished_run()
             raise
+
+    def _update_viewer_state(self, step: int) -> None:
+        """Run the pipeline's :class:`~ns_diffusion_methods.engine.callbacks.BetweenIterationsCallback` s, then
+        nerfstudio's viewer update.
+
+        nerfstudio calls this once per step right after the timed iteration (on every rank), so long work between
+        iterations (dataset updates, pseudo-view rounds) stays out of ``Train Iter (time)``, ``Train Rays / Sec`` and
+        the ETA, and each run of it is logged with its own duration.
+        """
+        for callback in self.callbacks:
+            if isinstance(callback, BetweenIterationsCallback):
+                with self.train_lock:
+                    callback.run_between_iterations(step)
+        super()._update_viewer_state(step)  # nerfstudio's: only with a viewer, on the main process
 
     def _record_untrained_models(self) -> None:
         """Say which models are untrained and write ``config.yml`` again with them (nerfstudio wrote it already)."""

@@ -7,27 +7,35 @@ A method only calls ``fixer = config.fixer.setup(device=...)`` and ``fixer.fix(i
   several reference images per render (typically the nearest training images), of any size;
 - returns [B, 3, H, W] in [0, 1].
 
-:class:`FixerConfig` is a nerfstudio ``InstantiateConfig`` (tyro- and yaml-serialisable) whose ``_target`` is the Difix
-fixer (:class:`~ns_diffusion_methods.fixers.difix.DifixFixer`); :class:`IdentityFixerConfig` returns its input and
-serves as ablation baseline. Images of mixed sizes or on disk go through :meth:`Fixer.fix_images`.
+Each backend has its config beside its code, a subclass of the abstract :class:`FixerConfig` whose ``_target`` is the
+backend's :class:`Fixer`: Difix (:mod:`~ns_diffusion_methods.fixers.difix`), the identity ablation baseline
+(:mod:`~ns_diffusion_methods.fixers.identity`) and the synthetic-scene oracle
+(:mod:`~ns_diffusion_methods.fixers.oracle`); :mod:`~ns_diffusion_methods.fixers.configs` collects them into the
+command-line union (``pipeline.fixer:difix``, ``:identity``, ``:oracle``). This module imports no backend. Images of
+mixed sizes or on disk go through :meth:`Fixer.fix_images`.
+
+Fixers are plain objects, not ``nn.Module`` s: a pipeline that holds one never puts fixer weights in its checkpoints.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Literal, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor
 
-from ns_diffusion_methods.errors import DataError
-
-#: file suffixes read as images
-IMAGE_SUFFIXES: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+from ns_diffusion_methods.data.images import (  # noqa: F401  (re-exported for the fixers' callers)
+    IMAGE_SUFFIXES,
+    list_images,
+    load_image,
+    resize_images,
+    save_image,
+)
 
 #: an image given as a tensor [3, H, W] in [0, 1] or as a file
 ImageLike = Union[Tensor, str, Path]
@@ -35,48 +43,39 @@ ImageLike = Union[Tensor, str, Path]
 ReferencesLike = Union[None, ImageLike, Sequence[ImageLike]]
 
 
-def _difix_fixer() -> type:
-    from ns_diffusion_methods.fixers.difix import DifixFixer
-
-    return DifixFixer
-
-
-def resolve_dtype(name: str, device: Union[str, torch.device]) -> torch.dtype:
-    """``auto`` -> bf16 on CUDA, fp32 elsewhere; otherwise the named dtype."""
-    device_type = torch.device(device).type
-    if name == "auto":
-        return torch.bfloat16 if device_type == "cuda" else torch.float32
-    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if name not in table:
-        raise ValueError(f"`dtype` must be one of auto, fp32, bf16, fp16, but got {name!r}.")
-    return table[name]
-
-
 @dataclass
 class FixerConfig(InstantiateConfig):
-    """Difix single-step fixer (Difix3D+, Wu et al., CVPR 2025); ``setup(device)`` returns a :class:`Fixer`."""
+    """Abstract config of a fixer backend; ``setup(device=...)`` builds its :class:`Fixer`.
 
-    _target: Type = field(default_factory=_difix_fixer)
-    model: str = "nvidia/difix_ref"
-    """Weights: `nvidia/difix_ref` (with reference view), `nvidia/difix` (without), a folder in the same diffusers
-    layout (for example written by `ns-diffusion train-fixer`), or `tiny` (random tiny model for tests and CPU runs)."""
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """Compute precision: auto = bf16 on CUDA, fp32 on CPU."""
-    chunk_size: int = 2
-    """Most images (each with its reference views) run through the network at once; lower it to bound memory."""
+    Subclasses set ``_target`` (their fixer class) and add their own settings.
+    """
+
     seed: int = 42
-    """Seed of the VAE posterior sample: the same inputs and seed give the same output."""
-    resolution: Optional[Tuple[int, int]] = None
-    """Working size (H, W) of the network; None = each image's own size rounded to a multiple of 8 (the diffusers
-    pipeline's behaviour), (576, 1024) = Difix's training size. Outputs always have the input size."""
-    prompt: str = "remove degradation"
-    """Text prompt the fixer was trained with (its embedding is computed once, at load)."""
-    timestep: int = 199
-    """Diffusion timestep of the single denoising step (Difix: 199, the paper's tau = 200)."""
+    """Seed of the fixer's randomness (Difix: the VAE posterior sample; oracle: its noise): the same inputs and seed
+    give the same output."""
 
-    def setup(self, device: Union[str, torch.device] = "cpu", **kwargs) -> "Fixer":  # type: ignore[override]
-        """Load the fixer on ``device`` (``flag=``: the command-line flag naming the weights, for error messages)."""
+    def setup(self, device: Union[str, torch.device] = "cpu", **kwargs: Any) -> "Fixer":  # type: ignore[override]
+        """Build the fixer on ``device`` (``flag=``: the command-line flag naming its weights, for error messages)."""
         return self._target(self, device=device, **kwargs)
+
+    def weights(self) -> Optional[str]:
+        """The pretrained weights the backend loads (a Hub id, a folder or ``tiny``), or None when it loads none."""
+        return None
+
+    def summary(self) -> str:
+        """A short description of the backend and its main settings, for messages (e.g. ``difix nvidia/difix_ref``)."""
+        return type(self).__name__
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Load a ``config.yml`` (yaml) of a run from before the backends had configs of their own, where the base
+        config was Difix's: such a config becomes a :class:`~ns_diffusion_methods.fixers.difix.config.DifixFixerConfig`
+        with the same settings."""
+        if type(self) is FixerConfig and "model" in state:
+            from ns_diffusion_methods.fixers.difix.config import DifixFixerConfig
+
+            self.__class__ = DifixFixerConfig
+            state = {**state, "dtype": DifixFixerConfig.canonical_dtype(state.get("dtype", "auto"))}
+        self.__dict__.update(state)
 
 
 class Fixer(ABC):
@@ -87,7 +86,8 @@ class Fixer(ABC):
     def __init__(self, config: FixerConfig, device: Union[str, torch.device] = "cpu", flag: str = "--model") -> None:
         self.config = config
         self.device = torch.device(device)
-        #: the command-line flag naming the weights, for error messages (difix3d: --pipeline.fixer.model)
+        #: the command-line flag naming the weights, for error messages (difix3d: pipeline.fixer:difix
+        #: --pipeline.fixer.model)
         self.flag = flag
 
     @property
@@ -111,7 +111,7 @@ class Fixer(ABC):
                    seed: Optional[int] = None) -> List[Tensor]:
         """Repair images of any sizes, given as tensors [3, H, W] in [0, 1] or files; returns [3, H, W] each.
 
-        Images of equal size are batched together (in chunks of ``config.chunk_size``).
+        Images of equal size go to :meth:`fix` together (a backend may split them further to bound memory).
 
         Args:
             images: the images.
@@ -137,22 +137,6 @@ class Fixer(ABC):
         return results  # type: ignore[return-value]
 
 
-@dataclass
-class IdentityFixerConfig(FixerConfig):
-    """A fixer that returns its input unchanged: the ablation baseline (no diffusion model is loaded)."""
-
-    _target: Type = field(default_factory=lambda: IdentityFixer)
-
-
-class IdentityFixer(Fixer):
-    """Returns the renders unchanged."""
-
-    def fix(self, images: Tensor, references: Optional[Sequence[Optional[Tensor]]] = None, *,
-            seed: Optional[int] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-        check_fixer_inputs(images, references)
-        return images.clone()
-
-
 def check_fixer_inputs(images: Tensor, references: Optional[Sequence[Optional[Tensor]]]) -> None:
     """Validate the :meth:`Fixer.fix` arguments (shapes, counts), with messages naming what is wrong."""
     if images.ndim != 4 or images.shape[1] != 3:
@@ -166,47 +150,6 @@ def check_fixer_inputs(images: Tensor, references: Optional[Sequence[Optional[Te
         if refs is not None and (refs.ndim != 4 or refs.shape[1] != 3):
             raise ValueError(f"references[{index}] must be [V, 3, H, W] in [0, 1], but got shape "
                              f"{tuple(refs.shape)}.")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# images on disk
-
-
-def list_images(path: Union[str, Path]) -> List[Path]:
-    """An image file, or the image files of a folder (sorted by name)."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise DataError(f"{path} is neither an image file nor a folder.")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise DataError(f"The folder {path} contains no image ({', '.join(IMAGE_SUFFIXES)}).")
-    return files
-
-
-def load_image(path: Union[str, Path]) -> Tensor:
-    """An image file as [3, H, W] float32 in [0, 1] (RGB; alpha is dropped)."""
-    import numpy as np
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    except (OSError, ValueError) as err:
-        raise DataError(f"Cannot read the image {path}: {err}. Provide a readable PNG or JPEG file.") from None
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-def save_image(image: Tensor, path: Union[str, Path]) -> None:
-    """Write [3, H, W] in [0, 1] to ``path`` (format from the suffix; 8 bits per channel)."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    kwargs = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
-    Image.fromarray(array).save(path, **kwargs)
 
 
 def as_image_tensor(image: ImageLike) -> Tensor:
@@ -234,13 +177,3 @@ def as_reference_tensor(references: ReferencesLike) -> Optional[Tensor]:
         size = tuple(tensors[0].shape[-2:])
         tensors = [resize_images(t[None], size)[0] for t in tensors]
     return torch.stack(tensors)
-
-
-def resize_images(images: Tensor, size: Tuple[int, int]) -> Tensor:
-    """Resize [N, C, H, W] to ``size`` (H, W) with antialiased bicubic filtering; a no-op at the same size."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    dtype = images.dtype
-    resized = torch.nn.functional.interpolate(images.float(), size=tuple(size), mode="bicubic", align_corners=False,
-                                              antialias=True)
-    return resized.to(dtype)

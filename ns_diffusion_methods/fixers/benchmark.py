@@ -6,8 +6,8 @@ with random weights, since speed does not depend on the weights -- at the config
 whatever device is present. Rows: ms per frame (mean over ``repeats`` after ``warmup`` calls) and peak memory
 (CUDA: peak allocated by torch; CPU: peak resident memory of the process during the timed calls, weights included).
 
-``params`` (see ``configs/benchmarks/difix-speed.yaml``): ``resolutions`` [[H, W], ...], ``dtypes`` (fp32, bf16,
-fp16), ``references`` (reference views per frame), ``warmup``, ``repeats``, ``architecture`` (full | tiny),
+``params`` (see ``configs/benchmarks/difix-speed.yaml``): ``resolutions`` [[H, W], ...], ``dtypes`` (float32,
+bfloat16, float16), ``references`` (reference views per frame), ``warmup``, ``repeats``, ``architecture`` (full | tiny),
 ``device`` (auto | cpu | cuda) and ``cpu_params``, entries that replace the others when no GPU is used (a
 CPU-feasible subset).
 """
@@ -22,8 +22,9 @@ from typing import Any, Dict, List
 
 import torch
 
-from ns_diffusion_methods.fixers.base import FixerConfig
-from ns_diffusion_methods.fixers.difix import DifixFixer, DifixModel
+from ns_diffusion_methods.fixers.difix.config import DifixFixerConfig
+from ns_diffusion_methods.fixers.difix.fixer import DifixFixer
+from ns_diffusion_methods.fixers.difix.model import DifixModel
 
 
 class _PeakRss:
@@ -88,11 +89,12 @@ def run(spec: Dict[str, Any], output_dir: Any, console: Any) -> List[Dict[str, A
     architecture = params.get("architecture", "full")
     warmup, repeats = int(params.get("warmup", 2)), int(params.get("repeats", 5))
     rows: List[Dict[str, Any]] = []
-    for dtype_name in params.get("dtypes", ["fp32"]):
+    for dtype_name in params.get("dtypes", ["float32"]):
         console.print(f"Building the {architecture} Difix architecture ({dtype_name}) on {device} ...")
         model = DifixModel.full_size_random(device=device) if architecture == "full" else DifixModel.tiny()
-        fixer = DifixFixer(FixerConfig(model=architecture, dtype=dtype_name, chunk_size=1), device=device,
-                           model=model)
+        config = DifixFixerConfig(model=architecture, dtype=dtype_name, chunk_size=1)
+        dtype_name = config.dtype  # the current spelling of a legacy one (fp32 -> float32)
+        fixer = DifixFixer(config, device=device, model=model)
         for height, width in params.get("resolutions", [[576, 1024]]):
             for num_refs in params.get("references", [0, 1]):
                 row: Dict[str, Any] = {"setting": f"{height}x{width} {dtype_name} {num_refs} ref",

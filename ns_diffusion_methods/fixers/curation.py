@@ -8,7 +8,8 @@ photographs:
 - *underfitting*: stop training early (25-75 % of the schedule) and render the training views (``--split train``).
 
 Each pair gets as reference the nearest training image by camera pose (translation distance + rotation angle, the
-official ``CameraPoseInterpolator`` distance with its arccos clipped). The output is the Difix JSON format read by
+official ``CameraPoseInterpolator`` distance: :func:`~ns_diffusion_methods.geometry.poses.pose_distance`). The output
+is the Difix JSON format read by
 ``ns-diffusion train-fixer``; several runs can be written into one folder (pairs are merged by name).
 """
 
@@ -23,28 +24,15 @@ from typing import Any, Iterable, Iterator, Literal, Optional, Union
 import torch
 from torch import Tensor
 
+from ns_diffusion_methods.data.images import save_image
 from ns_diffusion_methods.errors import DataError
-from ns_diffusion_methods.fixers.base import save_image
-from ns_diffusion_methods.fixers.difix import DEFAULT_PROMPT
-
-
-def pose_distance(query: Tensor, pool: Tensor, *, rotation_weight: float = 1.0,
-                  translation_weight: float = 1.0) -> Tensor:
-    """Distances [M, N] between camera-to-world poses ``query`` [M, 3|4, 4] and ``pool`` [N, 3|4, 4].
-
-    d = translation_weight * |t_q - t_p| + rotation_weight * angle(R_q, R_p), angle in radians.
-    """
-    rotation_q, rotation_p = query[:, :3, :3].double(), pool[:, :3, :3].double()
-    translation = torch.cdist(query[:, :3, 3].double(), pool[:, :3, 3].double())
-    # trace(R_q^T R_p) = 1 + 2 cos(angle)
-    trace = torch.einsum("mij,nij->mn", rotation_q, rotation_p)
-    angle = torch.arccos(((trace - 1.0) / 2.0).clamp(-1.0, 1.0))
-    return (translation_weight * translation + rotation_weight * angle).float()
+from ns_diffusion_methods.fixers.difix.config import DEFAULT_PROMPT
+from ns_diffusion_methods.geometry.poses import pose_distance
 
 
 def nearest_cameras(query: Tensor, pool: Tensor, *, exclude_same_index: bool = False) -> Tensor:
     """For each pose in ``query``, the index of the nearest pose in ``pool`` (optionally never the same index)."""
-    distance = pose_distance(query, pool)
+    distance = pose_distance(query[:, None, :3, :4].double(), pool[None, :, :3, :4].double())  # [M, N]
     if exclude_same_index:
         if len(pool) < 2:
             raise DataError("A reference other than the image itself needs at least 2 training images.")

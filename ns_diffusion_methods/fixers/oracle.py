@@ -8,6 +8,10 @@ update turns *good* fixes into better evaluation views, independently of how goo
 It is camera-aware: callers pass the nerfstudio ``cameras`` of the images (``needs_cameras = True``; the difix3d
 pipeline and models do) and the dataparser transform that maps them back to the capture's frame (or set
 ``dataparser_transforms`` in the config). It ignores the renders and the references.
+
+Chosen on the command line like any fixer backend::
+
+    ns-train difix3d-nerfacto --data CAPTURE pipeline.fixer:oracle --pipeline.fixer.scene CAPTURE/scene.json
 """
 
 from __future__ import annotations
@@ -28,8 +32,6 @@ class OracleFixerConfig(FixerConfig):
     """The ground-truth oracle of a synthetic capture (for benchmarks; see the module docstring)."""
 
     _target: Type = field(default_factory=lambda: OracleFixer)
-    model: str = "oracle"
-    """Not used (the oracle has no weights)."""
     scene: Path = Path("scene.json")
     """The capture's scene.json (written by ns-diffusion-synth next to transforms.json)."""
     dataparser_transforms: Optional[Path] = None
@@ -41,6 +43,9 @@ class OracleFixerConfig(FixerConfig):
     """Standard deviation of the additive Gaussian noise, in [0, 1] intensity units (0 = none)."""
     include_removable: bool = True
     """Render the scene's removable object (object-removal captures)."""
+
+    def summary(self) -> str:
+        return f"oracle ({self.scene})"
 
 
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
@@ -81,7 +86,8 @@ class OracleFixer(Fixer):
         scene_path = Path(config.scene)
         if not scene_path.is_file():
             raise DataError(f"The oracle fixer needs the synthetic capture's scene file, but {scene_path} does not "
-                            f"exist. Point `scene` at <capture>/scene.json (written by ns-diffusion-synth).")
+                            f"exist. Point `scene` (difix3d: --pipeline.fixer.scene) at <capture>/scene.json, "
+                            f"written by ns-diffusion-synth.")
         self.scene = Scene.from_json(scene_path)
         self.transform: Optional[Tensor] = None
         self.scale: Optional[float] = None

@@ -37,9 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ns_diffusion_methods.data.images import load_image, resize_images
 from ns_diffusion_methods.errors import DataError, ModelUnavailableError
-from ns_diffusion_methods.fixers.base import load_image, resize_images
-from ns_diffusion_methods.fixers.difix import DEFAULT_PROMPT, DifixModel, working_size
+from ns_diffusion_methods.fixers.difix.config import DEFAULT_PROMPT
+from ns_diffusion_methods.fixers.difix.fixer import working_size
+from ns_diffusion_methods.fixers.difix.model import DifixModel
 
 #: VGG16 ``features`` indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 and their Gram weights (Difix loss.py)
 GRAM_LAYERS: Tuple[int, ...] = (3, 8, 15, 22, 29)
@@ -207,7 +209,7 @@ def collate_pairs(items: Sequence[Dict[str, Tensor]]) -> Dict[str, Tensor]:
 
 
 def _weights_hint(what: str, flag: str) -> str:
-    from ns_diffusion_methods.compat.metrics import lpips_weights_hint
+    from ns_diffusion_methods.metrics.lpips import lpips_weights_hint
 
     return (f"{what} needs ImageNet weights: {lpips_weights_hint('vgg')}\n  Or set {flag} 0 to train without this "
             f"loss (or --random-loss-backbones for a smoke test; the loss is then meaningless).")
@@ -221,13 +223,15 @@ def build_lpips(random_backbone: bool = False) -> nn.Module:
     """
     import lpips
 
-    from ns_diffusion_methods.compat.metrics import WEIGHT_ERRORS
+    from ns_diffusion_methods.metrics.lpips import weights_unavailable
 
     try:
         with warnings.catch_warnings():  # lpips 0.1.4 calls torchvision with the deprecated `pretrained` argument
             warnings.simplefilter("ignore", UserWarning)
             network = lpips.LPIPS(net="vgg", pnet_rand=random_backbone, verbose=False)
-    except WEIGHT_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 - only missing weights become a ModelUnavailableError
+        if not weights_unavailable(err):
+            raise
         raise ModelUnavailableError(_weights_hint("The LPIPS loss", "--lpips-loss-mult") +
                                     f"\n  [{type(err).__name__}: {err}]") from None
     return network.eval().requires_grad_(False)
@@ -237,12 +241,14 @@ def vgg16_features(random_backbone: bool = False) -> nn.Module:
     """torchvision VGG16 ``features`` up to relu5_3, frozen; offline without weights, a clear error."""
     import torchvision
 
-    from ns_diffusion_methods.compat.metrics import WEIGHT_ERRORS
+    from ns_diffusion_methods.metrics.lpips import weights_unavailable
 
     weights = None if random_backbone else torchvision.models.VGG16_Weights.IMAGENET1K_V1
     try:
         network = torchvision.models.vgg16(weights=weights).features[: GRAM_LAYERS[-1] + 1]
-    except WEIGHT_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 - only missing weights become a ModelUnavailableError
+        if not weights_unavailable(err):
+            raise
         raise ModelUnavailableError(_weights_hint("The Gram loss", "--gram-loss-mult") +
                                     f"\n  [{type(err).__name__}: {err}]") from None
     return network.eval().requires_grad_(False)

@@ -1,7 +1,7 @@
 """A StyleGAN2-style residual patch discriminator that also returns its intermediate features.
 
-Choice (reference §1.5, §7): MALD-NeRF's discriminator is not published. Its losses are StyleGAN2's (non-saturating
-logistic loss with a lazy R1 penalty, reference §1.4), so the discriminator follows StyleGAN2's residual design
+Choice: MALD-NeRF's discriminator is not published. Its losses are StyleGAN2's (non-saturating logistic loss with a
+lazy R1 penalty), so the discriminator follows StyleGAN2's residual design
 (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN", https://arxiv.org/abs/1912.04958),
 sized for 32-128 px patches instead of full images:
 
@@ -156,7 +156,8 @@ class PatchDiscriminatorConfig(InstantiateConfig):
 
     _target: Type = field(default_factory=lambda: PatchDiscriminator)
     patch_size: int = 64
-    """Side of the square patches it judges, a power of two >= 8 (64 px [REC], reference §1.9)."""
+    """Side of the square patches it judges, a power of two >= 8 (recommended default 64; the paper does not
+    say)."""
     base_channels: int = 64
     """Channels at the patch resolution; they double after every down-sampling block."""
     max_channels: int = 256

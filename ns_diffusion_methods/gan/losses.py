@@ -1,4 +1,4 @@
-"""GAN losses for MALD-NeRF's masked adversarial training (reference §1.4, §7).
+"""GAN losses for MALD-NeRF's masked adversarial training.
 
 - discriminator: non-saturating logistic loss ``softplus(-D(real)) + softplus(D(fake))`` plus a lazy R1 penalty on
   real inputs (StyleGAN2: gamma 10, every 16 discriminator steps, scaled by gamma / 2 * interval);

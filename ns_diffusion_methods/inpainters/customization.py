@@ -1,4 +1,4 @@
-"""Scene customisation of the inpainting LDM (MALD-NeRF, reference §1.6), cached on disk, and its command.
+"""Scene customisation of the inpainting LDM (MALD-NeRF), cached on disk.
 
 MALD-NeRF tempers the diversity of the inpainting LDM by LoRA fine-tuning it on the scene itself, with a scene token
 in the prompt ("a photo of sks scene"). The objective is the LDM's own self-supervised inpainting loss on the scene's
@@ -15,7 +15,8 @@ training images:
 
 The result is a LoRA folder (:mod:`ns_diffusion_methods.inpainters.lora`) under ``cache_dir``, named by a hash of
 the images, the object masks, the base model, the prompt, the inference resolution and the settings: a second run on
-the same data reuses it.
+the same data reuses it. ``ns-diffusion customize`` (:mod:`ns_diffusion_methods.inpainters.commands`) runs it on a
+capture.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor
 
-from ns_diffusion_methods.inpainters.base import OPENCV, TINY, CustomizationConfig, InpainterConfig
-from ns_diffusion_methods.inpainters.ldm import resize_images, resize_masks
+from ns_diffusion_methods.diffusion.untrained import TINY
+from ns_diffusion_methods.inpainters.base import InpainterConfig
+from ns_diffusion_methods.inpainters.ldm import CustomizationConfig, LDMInpainterConfig, resize_images, resize_masks
 from ns_diffusion_methods.inpainters.lora import CONFIG_FILE, WEIGHTS_FILE, add_lora, load_lora, save_lora
 
 #: bump when the same data and settings start producing a different LoRA (2: crops at the inference scale)
@@ -61,7 +62,7 @@ def model_identity(model: str) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-def data_key(images: Tensor, object_masks: Tensor, config: InpainterConfig) -> str:
+def data_key(images: Tensor, object_masks: Tensor, config: LDMInpainterConfig) -> str:
     """SHA-256 of the data (8-bit images, mask bits), base model, prompt, inference resolution (the scale of the
     training crops) and customisation settings."""
     digest = hashlib.sha256()
@@ -240,11 +241,13 @@ def _is_cached(folder: Path, key: str) -> bool:
         return False
 
 
-def train_lora(inpainter: Any, images: Tensor, object_masks: Tensor, config: InpainterConfig,
-               console: Optional[Console] = None) -> List[float]:
+def train_lora(inpainter: Any, images: Tensor, object_masks: Tensor, config: LDMInpainterConfig,
+               console: Optional[Console] = None,
+               on_step: Optional[Callable[[int, float], None]] = None) -> List[float]:
     """Add a LoRA adapter to ``inpainter.unet`` and fit it; returns the loss of every step.
 
-    The adapter stays in the UNet, frozen, when this returns (the inpainter is customised in place).
+    The adapter stays in the UNet, frozen, when this returns (the inpainter is customised in place). ``on_step(step,
+    loss)`` is called after every optimisation step (a training run logs the loss curve with it).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -272,10 +275,27 @@ def train_lora(inpainter: Any, images: Tensor, object_masks: Tensor, config: Inp
             scaler.step(optimizer)
             scaler.update()
             losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(len(losses) - 1, losses[-1])
             progress.update(task, advance=1, loss=losses[-1])
     for param in lora_params:
         param.requires_grad_(False)
     return losses
+
+
+def cache_folder(images: Tensor, object_masks: Tensor, config: LDMInpainterConfig,
+                 cache_dir: Union[str, Path, None] = None) -> Tuple[Path, str]:
+    """Where the customisation of ``config`` on this data is cached, and its full key."""
+    key = data_key(images, object_masks, config)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return cache_dir / key[:20], key
+
+
+def cached_lora(images: Tensor, object_masks: Tensor, config: LDMInpainterConfig,
+                cache_dir: Union[str, Path, None] = None) -> Optional[Path]:
+    """The cached LoRA folder of this data and ``config``, or None when customisation would have to train."""
+    folder, key = cache_folder(images, object_masks, config, cache_dir)
+    return folder if _is_cached(folder, key) else None
 
 
 def customize(
@@ -288,13 +308,15 @@ def customize(
     inpainter: Any = None,
     console: Optional[Console] = None,
     model_flag: str = "--pipeline.inpainter.model",
+    on_step: Optional[Callable[[int, float], None]] = None,
 ) -> Optional[Path]:
     """LoRA-customise ``config.model`` on a scene, or reuse the cached result; returns the LoRA folder.
 
     Args:
         images: ``[N, 3, H, W]`` in [0, 1], the scene's training images (with the object).
         object_masks: ``[N, 1, H, W]`` bool, True = object (its pixels never contribute to the loss).
-        config: the inpainter config: base model, prompt (with the scene token) and ``config.customization``.
+        config: the inpainter config (an :class:`~ns_diffusion_methods.inpainters.ldm.LDMInpainterConfig`): base
+            model, prompt (with the scene token) and ``config.customization``.
         cache_dir: folder of cached customisations; default :func:`default_cache_dir`.
         device: where to train when ``inpainter`` is not given.
         inpainter: an already-built :class:`~ns_diffusion_methods.inpainters.ldm.LatentInpainter` of ``config``
@@ -302,21 +324,21 @@ def customize(
             loading the model twice. When None, a base inpainter is built and discarded.
         console: where the progress bar and messages go.
         model_flag: the flag named when the base model cannot be found.
+        on_step: called as ``on_step(step, loss)`` after every optimisation step when it trains.
 
     Returns:
         The LoRA folder (set it as ``config.lora_path``), or None for a backend that cannot be customised
-        (``opencv``; a message says so).
+        (no weights: OpenCV, oracle; a message says so).
     """
     console = console or CONSOLE
-    if config.model == OPENCV:
-        console.print("[yellow]Scene customisation skipped: the 'opencv' inpainter has no weights to customise."
-                      "[/yellow]")
+    if not isinstance(config, LDMInpainterConfig):
+        console.print(f"[yellow]Scene customisation skipped: the {config.summary()} inpainter has no weights to "
+                      f"customise.[/yellow]")
         return None
     settings = config.customization
     _check(images, object_masks, settings)
-    key = data_key(images, object_masks, config)
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = cache_dir / key[:20]
+    folder, key = cache_folder(images, object_masks, config, cache_dir)
+    cache_dir = folder.parent
     if _is_cached(folder, key):
         console.print(f"Scene customisation: reusing the cached LoRA {folder}")
         if inpainter is not None:
@@ -331,7 +353,7 @@ def customize(
                          "without `lora_path`.")
     console.print(f"Scene customisation of {config.model} on {images.shape[0]} images "
                   f"({settings.steps} steps, LoRA rank {settings.rank}, prompt '{config.prompt}')")
-    losses = train_lora(inpainter, images, object_masks, config, console=console)
+    losses = train_lora(inpainter, images, object_masks, config, console=console, on_step=on_step)
 
     # write next to the final folder, then rename: an interrupted run never leaves a half-written cache entry
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -355,7 +377,7 @@ def customize(
     return folder
 
 
-# ---------------------------------------------------------------------------------------------------- command
+# ---------------------------------------------------------------------------------------------------- captures
 def _training_frames(data: Path) -> List[Dict[str, Any]]:
     """The training frames of a nerfstudio capture, as ``object-mask-data`` splits it: ``train_filenames`` if listed,
     else every frame not named as an object-free evaluation view (``eval`` in its name)."""
@@ -384,8 +406,7 @@ def read_capture(data: Path, dilation: Tuple[int, int] = (0, 0)) -> Tuple[Tensor
     Frames name their object mask under ``object_mask_path`` (255 = object). Masks are validated first (every image
     has one, same size, neither empty nor full), with one error naming every bad file.
     """
-    from PIL import Image
-
+    from ns_diffusion_methods.data.images import load_image
     from ns_diffusion_methods.data.masks import load_object_mask, validate_object_masks
 
     frames = _training_frames(data)
@@ -395,10 +416,9 @@ def read_capture(data: Path, dilation: Tuple[int, int] = (0, 0)) -> Tuple[Tensor
                           hint="Give every training frame an `object_mask_path` (255 = object to remove).")
     images, masks = [], []
     for image_path, mask_path in pairs:
-        with Image.open(image_path) as image:
-            rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        images.append(torch.from_numpy(rgb).permute(2, 0, 1))
-        masks.append(torch.from_numpy(load_object_mask(mask_path, rgb.shape[0], rgb.shape[1], dilation))[None])
+        image = load_image(image_path)  # [3, H, W]
+        images.append(image)
+        masks.append(torch.from_numpy(load_object_mask(mask_path, image.shape[1], image.shape[2], dilation))[None])
     sizes = {tuple(image.shape) for image in images}
     if len(sizes) > 1:
         from ns_diffusion_methods.errors import DataError
@@ -406,66 +426,3 @@ def read_capture(data: Path, dilation: Tuple[int, int] = (0, 0)) -> Tuple[Tensor
         raise DataError(f"The training images of {data} have different sizes {sorted(sizes)}; customisation needs "
                         f"one size.")
     return torch.stack(images), torch.stack(masks)
-
-
-def _default_device() -> str:
-    from ns_diffusion_methods.compat.device import default_device_type
-
-    return default_device_type()
-
-
-@dataclass
-class CustomizeCommand:
-    """LoRA-customise an inpainting LDM on a capture with object masks (MALD-NeRF scene customisation).
-
-    The result is cached under ``--output`` keyed by the data, the model and the settings; `ns-train mald-nerf`
-    reuses it when given the same data and settings.
-    """
-
-    data: Path
-    """nerfstudio capture folder: transforms.json with `object_mask_path` per frame (255 = object)."""
-    model: str = InpainterConfig.model
-    """Base inpainting model: Hugging Face id or local diffusers folder ('tiny' for a test model)."""
-    steps: int = CustomizationConfig.steps
-    """Optimisation steps."""
-    output: Path = field(default_factory=default_cache_dir)
-    """Cache folder; the LoRA is written to a sub-folder named by the data hash."""
-    prompt: str = InpainterConfig.prompt
-    """Prompt with the scene token (must match the one used in training: --pipeline.inpainter.prompt)."""
-    resolution: Optional[int] = InpainterConfig.resolution
-    """Short side the frames are resized to, as for inpainting (must match --pipeline.inpainter.resolution for
-    ns-train to reuse the result). Default: the model's native size (512 for SD-2-inpainting); smaller frames keep
-    their size."""
-    crop_size: Optional[int] = CustomizationConfig.crop_size
-    """Side of the square training crops at that scale (default: the short side)."""
-    batch_size: int = CustomizationConfig.batch_size
-    """Crops per step."""
-    learning_rate: float = CustomizationConfig.learning_rate
-    """AdamW learning rate of the LoRA weights."""
-    rank: int = CustomizationConfig.rank
-    """LoRA rank."""
-    dilation: Tuple[int, int] = (0, 0)
-    """Object-mask dilation (kernel size, iterations) applied before customisation; match the dataparser's."""
-    dtype: str = "auto"
-    """Model dtype: auto (float16 on CUDA), float32, float16 or bfloat16."""
-    device: str = field(default_factory=_default_device)
-    """Device to train on."""
-    seed: int = CustomizationConfig.seed
-    """Seed of crops, rectangles, timesteps and noise."""
-
-    def main(self) -> int:
-        """Read the capture, customise (or reuse the cache) and print the LoRA folder."""
-        if self.model == OPENCV:
-            CONSOLE.print("[yellow]Nothing to do: scene customisation applies to diffusion inpainters; 'opencv' has "
-                          "no weights.[/yellow]")
-            return 0
-        config = InpainterConfig(
-            model=self.model, prompt=self.prompt, resolution=self.resolution,
-            dtype=self.dtype,  # type: ignore[arg-type]
-            customization=CustomizationConfig(steps=self.steps, crop_size=self.crop_size,
-                                              batch_size=self.batch_size, learning_rate=self.learning_rate,
-                                              rank=self.rank, alpha=float(self.rank), seed=self.seed))
-        images, masks = read_capture(Path(self.data), self.dilation)
-        folder = customize(images, masks, config, self.output, device=self.device, model_flag="--model")
-        print(folder)
-        return 0

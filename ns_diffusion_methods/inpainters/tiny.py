@@ -17,8 +17,7 @@ from typing import Any, Dict, Union
 
 import torch
 
-from ns_diffusion_methods.inpainters.base import InpainterConfig
-from ns_diffusion_methods.inpainters.ldm import LatentInpainter
+from ns_diffusion_methods.inpainters.ldm import LatentInpainter, LDMInpainterConfig
 
 
 def tiny_inpainting_components(seed: int = 0) -> Dict[str, Any]:
@@ -30,7 +29,7 @@ def tiny_inpainting_components(seed: int = 0) -> Dict[str, Any]:
         return tiny_components(folder, in_channels=9, seed=seed)
 
 
-def build_tiny_inpainter(config: InpainterConfig, device: Union[str, torch.device] = "cpu",
+def build_tiny_inpainter(config: LDMInpainterConfig, device: Union[str, torch.device] = "cpu",
                          seed: int = 0) -> LatentInpainter:
     """A :class:`LatentInpainter` around :func:`tiny_inpainting_components` (weights seeded by ``seed``)."""
     return LatentInpainter(config, device=device, **tiny_inpainting_components(seed))
@@ -39,7 +38,7 @@ def build_tiny_inpainter(config: InpainterConfig, device: Union[str, torch.devic
 def write_tiny_inpainting_model(folder: Union[str, Path], seed: int = 0) -> Path:
     """Save the tiny inpainting LDM as a diffusers model folder (``model_index.json`` + one folder per part).
 
-    The folder loads with ``InpainterConfig(model=str(folder))`` like any downloaded model: tests use it to exercise
+    The folder loads with ``LDMInpainterConfig(model=str(folder))`` like any downloaded model: tests use it to exercise
     the from-folder loading path and customisation of a "base model" without network access.
     """
     folder = Path(folder)

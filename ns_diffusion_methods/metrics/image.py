@@ -1,8 +1,19 @@
-"""Image metrics for object removal (reference §2.4): full-frame, masked, set-level, and a sharpness measure.
+"""Image metrics: the package's one PSNR and SSIM, and the object-removal metrics (full-frame, masked, set-level,
+sharpness).
 
-Per image (batches ``[B, 3, H, W]`` in [0, 1], masks ``[B, 1, H, W]`` bool, True = object region):
+PSNR and SSIM, used by every method:
 
-- :func:`psnr`, :func:`ssim` (torchmetrics), LPIPS through :func:`ns_diffusion_methods.compat.metrics.lpips_metric`
+- :func:`psnr_from_mse`: PSNR of mean squared errors, ``-10 log10(MSE / range^2)`` with the MSE clamped at 1e-10
+  (identical images give 100 dB, not infinity); ``data_range=2`` for images in [-1, 1];
+- :func:`psnr_per_image`: PSNR of each image of a batch, optionally only inside a mask;
+- :func:`psnr`: PSNR over a whole batch, as nerfstudio reports it (torchmetrics);
+- :func:`ssim`: torchmetrics' SSIM (11 x 11 Gaussian window), over the batch or per image;
+- :func:`skimage_ssim`: scikit-image's SSIM (7 x 7 uniform window), the variant of PixelNeRF's and SSDNeRF's evaluation
+  code.
+
+Object removal (batches ``[B, 3, H, W]`` in [0, 1], masks ``[B, 1, H, W]`` bool, True = object region):
+
+- :func:`psnr`, :func:`ssim`, LPIPS through :func:`ns_diffusion_methods.metrics.lpips.lpips_metric`
   (unavailable offline: left out, never made up);
 - :func:`masked_psnr`: PSNR over the pixels inside the mask;
 - M-LPIPS in both published definitions: :func:`m_lpips_blackout` (MALD-NeRF / InstaInpaint: every pixel outside
@@ -21,18 +32,18 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ns_diffusion_methods.compat.metrics import (
+from ns_diffusion_methods.metrics.lpips import (
     UNAVAILABLE,
-    WEIGHT_ERRORS,
     lpips_metric,
     mark_unavailable,
     torch_hub_checkpoint_dir,
+    weights_unavailable,
 )
 
 #: a perceptual distance: ``(images [1, 3, H, W] in [0, 1], images) -> scalar`` (torchmetrics LPIPS, normalize=True)
@@ -62,20 +73,74 @@ def _mean(values: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ full frame
+#: the smallest MSE :func:`psnr_from_mse` takes: PSNR is at most 100 dB (data range 1) instead of infinite
+MIN_MSE = 1e-10
+
+
+def psnr_from_mse(mse: Tensor, data_range: float = 1.0) -> Tensor:
+    """PSNR in dB of mean squared errors (any shape): ``-10 log10(MSE / data_range^2)``.
+
+    Args:
+        mse: mean squared errors.
+        data_range: the images' value range: 1 for [0, 1], 2 for [-1, 1]. Default is 1.
+
+    .. note::
+        The normalised MSE is clamped at :data:`MIN_MSE` first, so identical images give 100 dB, not infinity.
+    """
+    if data_range != 1.0:
+        mse = mse / data_range**2
+    return -10.0 * torch.log10(mse.clamp_min(MIN_MSE))
+
+
+def psnr_per_image(rendered: Tensor, target: Tensor, masks: Optional[Tensor] = None,
+                   data_range: float = 1.0) -> Tensor:
+    """PSNR of each image, ``[B]``, of ``[B, C, H, W]`` batches; optionally only where ``masks`` is 1.
+
+    Args:
+        masks: ``[B, 1, H, W]`` or ``[1, 1, H, W]`` (broadcast over the batch), 1 on the pixels scored. The MSE is over
+            the masked pixels and the C channels; an empty mask counts as one pixel (PSNR of an error of 0: 100 dB).
+        data_range: the images' value range (2 for [-1, 1]). Default is 1.
+    """
+    if rendered.ndim != 4 or rendered.shape != target.shape:
+        raise ValueError(f"`rendered` and `target` must both be [B, C, H, W], but got {tuple(rendered.shape)} and "
+                         f"{tuple(target.shape)}.")
+    error = (rendered - target) ** 2
+    if masks is None:
+        mse = error.flatten(1).mean(1)
+    else:
+        masks = masks.expand(error.shape[0], 1, *error.shape[2:])
+        mse = (error * masks).flatten(1).sum(1) / (error.shape[1] * masks.flatten(1).sum(1)).clamp_min(1)
+    return psnr_from_mse(mse, data_range)
+
+
 def psnr(rendered: Tensor, target: Tensor) -> Tensor:
-    """PSNR over the whole batch (data range 1), as nerfstudio reports it."""
+    """PSNR over the whole batch (data range 1), as nerfstudio reports it (torchmetrics)."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     _check(rendered, target)
     return peak_signal_noise_ratio(rendered, target, data_range=1.0)
 
 
-def ssim(rendered: Tensor, target: Tensor) -> Tensor:
-    """SSIM (11 x 11 Gaussian window, data range 1), mean over the batch."""
+def ssim(rendered: Tensor, target: Tensor, reduction: Literal["mean", "none"] = "mean") -> Tensor:
+    """torchmetrics' SSIM (11 x 11 Gaussian window, data range 1), as nerfstudio's models report it.
+
+    Args:
+        reduction: 'mean' over the batch (a scalar), or 'none' (``[B]``, one value per image). Default is 'mean'.
+    """
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     _check(rendered, target)
-    return structural_similarity_index_measure(rendered, target, data_range=1.0)
+    return structural_similarity_index_measure(rendered, target, data_range=1.0,
+                                               reduction="elementwise_mean" if reduction == "mean" else "none")
+
+
+def skimage_ssim(rendered: Tensor, target: Tensor) -> float:
+    """scikit-image's SSIM of one image, ``[H, W, 3]`` in [0, 1]: 7 x 7 uniform window, data range 1, over the colour
+    channels; what PixelNeRF's and SSDNeRF's evaluation code report (not the same numbers as :func:`ssim`)."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(rendered.detach().cpu().numpy(), target.detach().cpu().numpy(),
+                                       data_range=1.0, channel_axis=-1))
 
 
 # ------------------------------------------------------------------------------------------------ masked
@@ -257,7 +322,9 @@ class FidKid:
                 warnings.filterwarnings("ignore", message=".*Kernel Inception Distance.*")
                 self.kid = KernelInceptionDistance(feature=self.fid.inception, subsets=kid_subsets,
                                                    subset_size=kid_subset_size, normalize=False).to(device)
-        except WEIGHT_ERRORS as err:
+        except Exception as err:  # noqa: BLE001 - only missing weights are turned into "unavailable"
+            if not weights_unavailable(err):
+                raise
             self.available = False
             mark_unavailable("fid", f"{inception_weights_hint()} [{type(err).__name__}: {err}]")
             UNAVAILABLE.setdefault("kid", UNAVAILABLE["fid"])  # same cause: one warning for both
@@ -297,5 +364,5 @@ def fid_kid(rendered: Sequence[Tensor], target: Sequence[Tensor], **kwargs) -> D
 __all__: List[str] = [
     "FidKid", "blackout_outside", "default_lpips", "fid_kid", "inception_weights_hint", "kid_subset_size",
     "m_lpips_bbox", "m_lpips_blackout", "mask_bbox", "mask_sharpness", "masked_psnr", "object_removal_metrics",
-    "psnr", "ssim",
+    "psnr", "psnr_from_mse", "psnr_per_image", "skimage_ssim", "ssim",
 ]

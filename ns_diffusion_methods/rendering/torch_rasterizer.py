@@ -36,6 +36,8 @@ from typing import Any, Dict, Literal, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ns_diffusion_methods.geometry.poses import quaternion_to_rotation
+
 #: gsplat's compositing constants
 ALPHA_MAX = 0.999
 ALPHA_MIN = 1.0 / 255.0
@@ -55,19 +57,9 @@ RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
 RasterizeMode = Literal["classic", "antialiased"]
 
 
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices ``[..., 3, 3]`` of quaternions ``[..., 4]`` in (w, x, y, z) order, normalised first."""
-    w, x, y, z = torch.unbind(quats / quats.norm(dim=-1, keepdim=True), dim=-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(quats.shape[:-1] + (3, 3))
-
-
 def covariances(quats: Tensor, scales: Tensor) -> Tensor:
     """3D covariances ``R diag(scales)^2 R^T``: ``[N, 4], [N, 3] -> [N, 3, 3]``."""
-    m = quat_to_rotmat(quats) * scales[..., None, :]  # R diag(s)
+    m = quaternion_to_rotation(quats) * scales[..., None, :]  # R diag(s)
     return m @ m.transpose(-1, -2)
 
 

@@ -30,8 +30,8 @@ from typing import Callable, Dict, Iterator, List, Literal, Optional, Sequence, 
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ns_diffusion_methods.data.images import save_image
 from ns_diffusion_methods.errors import UserFacingError
 from ns_diffusion_methods.synthetic.render import (
     HIT_BACKGROUND,
@@ -39,8 +39,8 @@ from ns_diffusion_methods.synthetic.render import (
     camera_rays,
     reduce_subsamples,
     render_camera_subsamples,
-    single_threaded,
     render_rays,
+    single_threaded,
     to_image_uint8,
 )
 from ns_diffusion_methods.synthetic.scene import Floor, Light, Primitive, Scene, Texture, Walls
@@ -150,11 +150,6 @@ def _atomic_output(output: Path) -> Iterator[Path]:
         shutil.rmtree(previous, ignore_errors=True)
     else:
         os.replace(partial, output)
-
-
-def _save_png(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format="PNG", compress_level=6)
 
 
 def _write_json(data: object, path: Path) -> None:
@@ -376,7 +371,7 @@ def _write_scene_capture(
                 # training views show the object; evaluation views are the ground truth without it
                 grid = _render_view(scene, c2w, intr, include_removable=(split == "train" or not removal))
                 rgb, _ = reduce_subsamples(grid, scene.supersample)
-                _save_png(to_image_uint8(rgb).numpy(), folder / "images" / f"{name}.png")
+                save_image(to_image_uint8(rgb).numpy(), folder / "images" / f"{name}.png")
                 mask = None
                 if removal:
                     # the mask of an evaluation view: where the object would be, from a render with it
@@ -384,7 +379,7 @@ def _write_scene_capture(
                     mask = reduce_subsamples(with_object, scene.supersample)[1].numpy()
                     if split == "train":
                         coverage.append(float(mask.mean()))
-                    _save_png((mask * 255).astype(np.uint8), folder / "masks" / f"{name}.png")
+                    save_image((mask * 255).astype(np.uint8), folder / "masks" / f"{name}.png")
                     spinnerf_views.append((split, index, grid, mask, c2w))
                 frames.append(_frame(name, c2w, name if removal else None))
                 done += 1
@@ -476,12 +471,11 @@ def _write_spinnerf(folder: Path, scene: Scene, intr: Dict[str, float], views: l
         stem = f"img_{number:03d}"
         # the subsample grid is the full-resolution image (one ray per pixel at `factor` times the size)
         full_rgb = to_image_uint8(grid["rgb"]).numpy()
-        (folder / "images").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(full_rgb).save(folder / "images" / f"{stem}.jpg", format="JPEG", quality=95)
+        save_image(full_rgb, folder / "images" / f"{stem}.jpg")  # JPEG, quality 95
         small = to_image_uint8(reduce_subsamples(grid, factor)[0]).numpy()
-        _save_png(small, folder / "images_4" / f"{stem}.png")
+        save_image(small, folder / "images_4" / f"{stem}.png")
         label_dir = "label" if split == "train" else "test_label"
-        _save_png(mask.astype(np.uint8), folder / "images_4" / label_dir / f"{stem}.png")
+        save_image(mask.astype(np.uint8), folder / "images_4" / label_dir / f"{stem}.png")
 
         c2w_cv = opengl_to_opencv(c2w)
         w2c = np.linalg.inv(c2w_cv)
@@ -521,7 +515,7 @@ def _write_spinnerf(folder: Path, scene: Scene, intr: Dict[str, float], views: l
 # --------------------------------------------------------------------------------------------------------------------
 # SRN-style objects
 
-#: SRN-style camera and object constants (``ssdnerf.md`` §13, ``renderdiffusion.md`` §11)
+#: SRN-style camera and object constants (as in the ShapeNet-SRN renders used by SSDNeRF and RenderDiffusion)
 OBJECT_CAMERA_RADIUS = 2.6
 OBJECT_FOCAL_RATIO = 1.025  # SRN cars: 131.25 px at 128 px
 OBJECT_FLOOR_Z = -0.35
@@ -639,7 +633,7 @@ def write_objects(
                 obj_dir = folder / split / name
                 (obj_dir / "pose").mkdir(parents=True)
                 for view, (c2w, image) in enumerate(zip(c2ws, images)):
-                    _save_png(image, obj_dir / "rgb" / f"{view:06d}.png")
+                    save_image(image, obj_dir / "rgb" / f"{view:06d}.png")
                     pose = opengl_to_opencv(c2w).reshape(-1)
                     (obj_dir / "pose" / f"{view:06d}.txt").write_text(
                         " ".join(repr(float(v)) for v in pose) + "\n", encoding="utf-8")

@@ -8,12 +8,14 @@ Kinds:
 - ``objects``: procedural objects in the SRN layout (``train/``, ``test/``, ``meta.json``).
 
 The capture is written to a temporary folder next to ``--output`` and renamed into place when complete. An existing
-``--output`` is replaced only if it is a previous capture (it holds ``capture.json``) or empty.
+``--output`` is replaced only if it is a previous capture (it holds ``capture.json``) or empty. The command then prints
+the ``ns-train`` command that trains the package's small preset for the capture (:func:`train_command`).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,14 +33,48 @@ OBJECT_DEFAULTS = {"image_size": 32, "num_views": 16, "num_test_views": 24, "num
 CONSOLE = Console(stderr=True)
 
 
+def train_command(kind: str, data: Path, background: str = "white") -> List[str]:
+    """The ``ns-train`` command (argv) that trains the method made for a capture of ``kind``.
+
+    - ``object-removal``: ``mald-nerf-small`` (OpenCV inpainter, no weights needed), which reads the capture's object
+      masks with its default dataparser, ``object-mask-data``;
+    - ``sparse-views``: ``difix3d-nerfacto-small`` (nerfstudio's dataparser reads the capture's split lists);
+    - ``objects``: ``ssdnerf-small`` on a white background, ``renderdiffusion-small`` on the floor background, both
+      with the ``srn-data`` dataparser.
+    """
+    if kind == "object-removal":
+        return ["ns-train", "mald-nerf-small", "--data", str(data)]
+    if kind == "sparse-views":
+        return ["ns-train", "difix3d-nerfacto-small", "--data", str(data)]
+    if kind == "objects":
+        method = "renderdiffusion-small" if background == "floor" else "ssdnerf-small"
+        return ["ns-train", method, "--data", str(data), "srn-data"]
+    raise ValueError(f"`kind` must be one of {', '.join(KINDS)}, but got {kind!r}.")
+
+
+def _next_steps(kind: str, data: Path, background: str) -> List[str]:
+    """What to run next, as lines to print."""
+    lines = ["Train on it:", f"  {shlex.join(train_command(kind, data, background))}"]
+    if kind == "sparse-views":
+        lines.append("  (the Difix fixer's weights, nvidia/difix_ref, are downloaded on first use; offline, end the "
+                     "command with `pipeline.fixer:difix --pipeline.fixer.model tiny` for a random-weight smoke run, "
+                     "or `pipeline.fixer:identity` for the no-fixer ablation)")
+    elif kind == "objects":
+        other = "white" if background == "floor" else "floor"
+        lines.append(f"  (for {'ssdnerf-small' if other == 'white' else 'renderdiffusion-small'}, write the objects "
+                     f"with --background {other})")
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ns-diffusion-synth", description="Write a synthetic capture, deterministically from a seed.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  ns-diffusion-synth object-removal --output data/synthetic-removal\n"
-               "  ns-train nerfacto --data data/synthetic-removal nerfstudio-data --eval-mode filename\n"
-               "  ns-diffusion-synth objects --output data/objects --background floor\n")
+               "  ns-train mald-nerf-small --data data/synthetic-removal\n"
+               "  ns-diffusion-synth objects --output data/objects-floor --background floor\n"
+               "  ns-train renderdiffusion-small --data data/objects-floor srn-data\n")
     parser.add_argument("kind", choices=KINDS, help="What to write.")
     parser.add_argument("--output", type=Path, required=True, help="Capture folder to create (or replace, if it is "
                                                                     "a previous capture).")
@@ -105,7 +141,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         CONSOLE.print(str(error), style="red", markup=False, highlight=False, soft_wrap=True)
         return 1
     elapsed = time.perf_counter() - start
-    print(f"Wrote a {args.kind} capture to {Path(path).absolute()} in {elapsed:.1f} s")
+    data = Path(path).absolute()
+    print(f"Wrote the {args.kind} capture to {data} in {elapsed:.1f} s.")
+    background = pick("background", OBJECT_DEFAULTS) if args.kind == "objects" else "white"
+    print("\n".join(_next_steps(args.kind, data, background)))
     return 0
 
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,29 @@ def test_unknown_benchmark_is_a_clear_error_without_traceback():
     assert result.returncode == 1
     assert "No benchmark named `no-such-benchmark`" in result.stderr and "nerfacto-baseline" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_default_output_folder_is_timestamped_under_outputs(tmp_path, monkeypatch):
+    definition = _write(tmp_path / "squares.yaml", """
+        name: squares
+        description: squares of numbers
+        kind: python
+        entry: test_runner:rows_for_test
+        params: {numbers: [2], scale: 1.0}
+    """)
+    monkeypatch.chdir(tmp_path)
+    paths = run_benchmark(str(definition))
+    (run,) = (tmp_path / "outputs" / "ns-diffusion" / "benchmark" / "squares").iterdir()
+    assert paths["json"] == Path("outputs/ns-diffusion/benchmark/squares") / run.name / "results.json"
+    assert (run / "results.md").is_file()
+
+
+def test_help_lists_the_benchmarks_as_a_positional_name(capsys):
+    from ns_diffusion_methods.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "usage: ns-diffusion benchmark [-h] NAME" in help_text
+    for name in ("nerfacto-baseline", "ssdnerf-objects", "renderdiffusion-objects"):
+        assert name in help_text

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import ns_diffusion_methods  # noqa: F401  (activates the compatibility layer)
+from ns_diffusion_methods.compat import enable_for_package_runs
+
+enable_for_package_runs()  # what the package's runs (trainer, pipelines, ns-diffusion) turn on when they start
 
 
 def _nerfstudio_like_checkpoint() -> dict:

@@ -1,4 +1,5 @@
-"""Offline LPIPS: unavailable (left out, one warning with the fix) without weights, the real metric with them."""
+"""Offline LPIPS: unavailable (left out, one warning with the fix) without weights, the real metric with them, and
+other errors never hidden as "unavailable"."""
 
 import math
 import warnings
@@ -6,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from ns_diffusion_methods.compat import metrics
+from ns_diffusion_methods.metrics import lpips as metrics
 
 
 @pytest.fixture
@@ -41,7 +42,9 @@ def test_lpips_with_weights_present_is_the_real_metric(fresh_registry, torch_hub
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)  # stands in for the real file
     try:
         metric = metrics.lpips_metric(normalize=True)
-        assert isinstance(metric, metrics._TORCHMETRICS_LPIPS)
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+        assert isinstance(metric, LearnedPerceptualImagePatchSimilarity)
         value = metric(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
         assert torch.isfinite(value)
         assert "lpips" not in metrics.UNAVAILABLE
@@ -49,9 +52,30 @@ def test_lpips_with_weights_present_is_the_real_metric(fresh_registry, torch_hub
         path.unlink()
 
 
-def test_stock_nerfstudio_models_get_the_offline_safe_lpips(fresh_registry):
+def test_stock_models_get_the_package_lpips_only_inside_the_block(fresh_registry):
     # nerfacto and splatfacto import the class inside populate_modules, from torchmetrics.image.lpip
-    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+    from torchmetrics.image import lpip
 
-    assert LearnedPerceptualImagePatchSimilarity is metrics.lpips_metric
-    assert isinstance(LearnedPerceptualImagePatchSimilarity(normalize=True), metrics.UnavailableMetric)
+    genuine = lpip.LearnedPerceptualImagePatchSimilarity
+    assert isinstance(genuine, type)
+    with metrics.package_lpips_in_stock_models():
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+        assert LearnedPerceptualImagePatchSimilarity is metrics.lpips_metric
+        assert isinstance(LearnedPerceptualImagePatchSimilarity(normalize=True), metrics.UnavailableMetric)
+    assert lpip.LearnedPerceptualImagePatchSimilarity is genuine
+
+
+def test_errors_other_than_missing_weights_propagate(fresh_registry, monkeypatch):
+    """A CUDA error (or any error that is not about obtaining weights) is never reported as "unavailable"."""
+    from torchmetrics.image import lpip
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(lpip, "LearnedPerceptualImagePatchSimilarity", broken)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        metrics.lpips_metric(normalize=True)
+    assert "lpips" not in metrics.UNAVAILABLE
+    assert metrics.weights_unavailable(RuntimeError("PytorchStreamReader failed reading zip archive"))
+    assert not metrics.weights_unavailable(torch.cuda.OutOfMemoryError("CUDA out of memory"))

@@ -15,6 +15,7 @@ from typing import Dict
 import numpy as np
 import pytest
 
+
 def to_srn_units(root: Path) -> None:
     """Halve the camera translations of every pose file below ``root`` (box units -> SRN units)."""
     for pose_file in root.rglob("pose/*.txt"):

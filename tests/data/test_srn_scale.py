@@ -13,8 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from ns_diffusion_methods.data.srn_dataparser import (SRNDataParserConfig, background_colour, content_reach,
-                                                       ray_reach, resize_images)
+from ns_diffusion_methods.data.srn_dataparser import (
+    SRNDataParserConfig,
+    background_colour,
+    content_reach,
+    ray_reach,
+    resize_images,
+)
 from ns_diffusion_methods.errors import DataError
 
 

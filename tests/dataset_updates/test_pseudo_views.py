@@ -1,5 +1,5 @@
-"""Progressive pseudo views: pose geometry by hand, the schedule without a renderer, state round trips, a full round
-with a real (splat) renderer and the identity fixer, camera-path targets."""
+"""Progressive pseudo views: the schedule without a renderer, state round trips, a full round with a real (splat)
+renderer and the identity fixer, camera-path targets, viewer frustums. (The pose maths: tests/geometry.)"""
 
 from __future__ import annotations
 
@@ -14,19 +14,13 @@ from ns_diffusion_methods.dataset_updates.pseudo_views import (
     ProgressiveSchedule,
     PseudoViews,
     load_camera_path,
-    nearest_pose_indices,
-    pose_distance,
-    quaternion_to_rotation,
-    rotation_angle,
-    rotation_to_quaternion,
     run_fix_round,
     show_in_viewer,
-    slerp,
-    step_pose_toward,
     subsample_cameras,
 )
 from ns_diffusion_methods.errors import DataError
-from ns_diffusion_methods.fixers.base import IdentityFixerConfig
+from ns_diffusion_methods.fixers.identity import IdentityFixerConfig
+from ns_diffusion_methods.geometry.poses import nearest_pose_indices
 
 
 def rot_z(angle: float) -> torch.Tensor:
@@ -36,62 +30,6 @@ def rot_z(angle: float) -> torch.Tensor:
 
 def pose(angle: float, translation) -> torch.Tensor:
     return torch.cat([rot_z(angle), torch.tensor(translation, dtype=torch.float32)[:, None]], dim=1)
-
-
-def random_rotations(n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return quaternion_to_rotation(torch.randn(n, 4, generator=g, dtype=torch.float64))
-
-
-def test_quaternion_round_trip_and_angles():
-    rotations = random_rotations(20, 0)
-    torch.testing.assert_close(quaternion_to_rotation(rotation_to_quaternion(rotations)), rotations)
-    assert float(rotation_angle(rot_z(0.3), rot_z(1.0))) == pytest.approx(0.7, abs=1e-5)
-    assert float(rotation_angle(rot_z(0.0), rot_z(0.0))) == 0.0  # no NaN for identical rotations
-    assert float(rotation_angle(rot_z(0.0), rot_z(math.pi))) == pytest.approx(math.pi, abs=1e-5)
-    d = pose_distance(pose(0.0, [0, 0, 0]), pose(0.5, [3.0, 4.0, 0]))
-    assert float(d) == pytest.approx(5.0 + 0.5, abs=1e-5)
-    assert float(pose_distance(pose(0.0, [0, 0, 0]), pose(0.5, [3.0, 4.0, 0]), 2.0, 0.0)) == pytest.approx(10.0)
-
-
-def test_slerp_is_constant_speed_on_the_shortest_arc():
-    q0 = rotation_to_quaternion(rot_z(0.2))
-    q1 = -rotation_to_quaternion(rot_z(1.4))  # same rotation, opposite sign: still the short way
-    for t in (0.0, 0.25, 0.5, 1.0):
-        angle = rotation_angle(rot_z(0.2), quaternion_to_rotation(slerp(q0, q1, torch.tensor(t))))
-        assert float(angle) == pytest.approx(1.2 * t, abs=1e-5)
-
-
-def test_step_moves_exactly_one_step_until_arrival():
-    current = torch.stack([pose(0.0, [0.0, 0.0, 0.0]), pose(0.3, [1.0, 0.0, 0.0]), pose(0.0, [0.0, 0.0, 0.0])])
-    target = torch.stack([pose(1.2, [2.0, 1.0, 0.0]), pose(0.3, [1.1, 0.0, 0.0]), pose(0.0, [1.0, 0.0, 0.0])])
-    step = 0.5
-    distance = pose_distance(current, target)
-    rounds = 0
-    while rounds < 20:
-        moved, arrived = step_pose_toward(current, target, step)
-        new_distance = pose_distance(moved, target)
-        for i in range(3):
-            if float(distance[i]) <= step:
-                assert bool(arrived[i]) and torch.equal(moved[i], target[i])
-            else:
-                assert not bool(arrived[i])
-                assert float(new_distance[i]) == pytest.approx(float(distance[i]) - step, abs=1e-4)
-        current, distance = moved, new_distance
-        rounds += 1
-        if bool(arrived.all()):
-            break
-    initial = pose_distance(torch.stack([pose(0.0, [0.0, 0.0, 0.0])]), torch.stack([pose(1.2, [2.0, 1.0, 0.0])]))
-    assert rounds == math.ceil(float(initial[0]) / step)
-    # a pure translation moves exactly `step` units (the official 0.5-unit move)
-    moved, _ = step_pose_toward(pose(0.0, [0, 0, 0])[None], pose(0.0, [3.0, 0, 0])[None], 0.5)
-    torch.testing.assert_close(moved[0, :, 3], torch.tensor([0.5, 0.0, 0.0]))
-
-
-def test_nearest_pose_indices():
-    candidates = torch.stack([pose(0.0, [0, 0, 0]), pose(0.0, [1, 0, 0]), pose(math.pi, [1.1, 0, 0])])
-    queries = torch.stack([pose(0.0, [0.9, 0, 0]), pose(3.0, [1.0, 0, 0]), pose(0.0, [-5, 0, 0])])
-    assert nearest_pose_indices(queries, candidates).tolist() == [1, 2, 0]
 
 
 def training_setup():

@@ -50,6 +50,9 @@ import torch
 from ns_diffusion_methods.benchmark.nerfstudio_runs import UNATTENDED_FLAGS
 from ns_diffusion_methods.engine.trainer import atomic_torch_save, latest_complete_step, partial_dir_of
 
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
+
 #: generous limits for a loaded 2-core machine (a run normally needs 20-40 s, most of it importing nerfstudio)
 START_TIMEOUT_S = 240
 RUN_TIMEOUT_S = 300
@@ -139,12 +142,14 @@ class Case:
     steps_per_save: int = 4
 
     def command(self, data: Path, output: Path, max_num_iterations: int, *extra: str) -> List[str]:
-        """``ns-train METHOD ... --output-dir OUTPUT --data DATA [flags] [extra] [dataparser]`` (CPU, no evaluation)."""
+        """``ns-train METHOD ... --output-dir OUTPUT --data DATA [extra] [flags] [dataparser]`` (CPU, no evaluation;
+        ``flags`` may end with a component subcommand and its flags: tyro applies flags to the subcommand they
+        follow)."""
         return [*ns_train_command(), self.method, *UNATTENDED_FLAGS, *harness.BASE_FLAGS,
                 "--output-dir", str(output), "--data", str(data),
                 "--steps-per-eval-batch", "0", "--steps-per-eval-image", "0", "--steps-per-eval-all-images", "0",
                 "--steps-per-save", str(self.steps_per_save), "--max-num-iterations", str(max_num_iterations),
-                *self.flags, *extra, *self.dataparser]
+                *extra, *self.flags, *self.dataparser]
 
 
 #: mald-nerf-small, smaller: the tiny LDM without customisation, first inpainting at step 0, one dataset update at
@@ -160,15 +165,17 @@ MALD_NERF = Case(
         "--pipeline.datamanager.train-num-rays-per-batch", "64", "--pipeline.datamanager.mask-patch-size", "8",
         "--pipeline.datamanager.num-mask-patches", "2",
         "--pipeline.discriminator.base-channels", "8", "--pipeline.discriminator.max-channels", "16",
-        "--pipeline.inpainter.model", "tiny", "--pipeline.customize", "False",
         "--pipeline.update-every", "3", "--pipeline.num-updates", "0",
     ),
+    # the inpainter is a subcommand, so it comes last like the dataparser, with its flags after it
+    dataparser=("pipeline.inpainter:ldm", "--pipeline.inpainter.model", "tiny",
+                "--pipeline.inpainter.customize", "False"),
 )
 
 #: difix3d with the tiny fixer: pseudo-view rounds at steps 3, 7, 11, ... and checkpoints at 4, 8, 12, ..., so a run
 #: resumed from any checkpoint N runs steps N+1 and N+2, where no round is due
-_ROUNDS = ("--pipeline.fixer.model", "tiny", "--pipeline.max-targets", "2", "--pipeline.steps-per-fix", "4",
-           "--pipeline.fix-start-step", "3", "--pipeline.fix-batch-size", "2")
+_ROUNDS = ("--pipeline.max-targets", "2", "--pipeline.steps-per-fix", "4", "--pipeline.fix-start-step", "3",
+           "--pipeline.fix-batch-size", "2", "pipeline.fixer:difix", "--pipeline.fixer.model", "tiny")
 DIFIX3D_NERFACTO = Case(
     method="difix3d-nerfacto-small",
     capture="sparse_views_capture",

@@ -1,4 +1,4 @@
-"""Fixtures of the failure tests: one torch thread, broken copies of the synthetic object-removal capture."""
+"""Fixtures of the failure tests: broken copies of the synthetic object-removal capture."""
 
 from __future__ import annotations
 
@@ -8,11 +8,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    """Every failure test runs with one torch thread."""
 
 
 @pytest.fixture

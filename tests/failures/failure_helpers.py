@@ -11,7 +11,7 @@ from typing import List
 #: the console scripts of this environment (ns-train, ns-eval, ns-diffusion)
 BIN = Path(sys.executable).parent
 
-#: a mald-nerf-small run that reaches training fast: a tiny field, few rays, no customisation, no evaluation
+#: a mald-nerf-small run that reaches training fast: a tiny field, few rays, no evaluation (the OpenCV inpainter)
 FAST_MALD_NERF: List[str] = [
     "--vis", "tensorboard",
     "--pipeline.model.hidden-dim", "16",
@@ -24,10 +24,12 @@ FAST_MALD_NERF: List[str] = [
     "--pipeline.datamanager.mask-patch-size", "8",
     "--pipeline.discriminator.base-channels", "8",
     "--pipeline.discriminator.max-channels", "16",
-    "--pipeline.customize", "False",
     "--steps-per-eval-image", "0",
     "--steps-per-eval-batch", "0",
 ]
+#: FAST_MALD_NERF with the LDM inpainter instead, not customised; a subcommand: after FAST_MALD_NERF, and the model
+#: flag (--pipeline.inpainter.model) after it
+LDM_INPAINTER: List[str] = ["pipeline.inpainter:ldm", "--pipeline.inpainter.customize", "False"]
 
 
 def run_command(name: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -1,9 +1,10 @@
 """Failures of real commands (subprocesses): ``Error: <message>`` on stderr, status 1, no traceback, and no output
 left that looks complete.
 
-nerfstudio's ``ns-train`` and ``ns-eval`` show the package's errors this way through the ``sys.excepthook`` the package
-installs when nerfstudio imports it (:func:`ns_diffusion_methods.errors.install_excepthook`); ``ns-diffusion`` through
-its entry point.
+nerfstudio's ``ns-train``, ``ns-eval``, ``ns-render`` and ``ns-viewer`` show the package's errors this way through the
+``sys.excepthook`` that the package's trainer, pipelines and dataparsers install when they start
+(:func:`ns_diffusion_methods.errors.install_excepthook`; importing the package installs nothing); ``ns-diffusion``
+through its entry point.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ from PIL import Image
 
 from ns_diffusion_methods.errors import DataError, ResourceError
 
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
+
 
 def test_the_hook_prints_user_errors_plainly_and_leaves_other_errors_their_traceback(capsys):
     from ns_diffusion_methods import errors
 
-    assert sys.excepthook is errors._excepthook  # installed by importing the package
+    previous = sys.excepthook
+    errors.install_excepthook()  # what the package's runs do when they start
+    assert sys.excepthook is errors._excepthook
     for error in (DataError("The mask m.png is empty. Fix it."), ValueError("a bug")):
         try:
             raise error
@@ -35,6 +41,7 @@ def test_the_hook_prints_user_errors_plainly_and_leaves_other_errors_their_trace
             assert printed == "Error: The mask m.png is empty. Fix it.\n"
         else:
             assert printed.startswith("Traceback (most recent call last)") and "ValueError: a bug" in printed
+    sys.excepthook = previous
 
 
 def test_ns_train_on_a_bad_mask(broken_capture, tmp_path):
@@ -78,7 +85,7 @@ def renders(tmp_path_factory) -> Path:
 
 
 def test_ns_diffusion_fix_with_a_model_folder_without_weights(renders, tmp_path):
-    from ns_diffusion_methods.fixers.difix import DifixModel
+    from ns_diffusion_methods.fixers.difix.model import DifixModel
 
     model = DifixModel.tiny(seed=0).save_pretrained(tmp_path / "fixer")
     (model / "vae" / "diffusion_pytorch_model.safetensors").unlink()
@@ -91,8 +98,8 @@ def test_ns_diffusion_fix_with_a_model_folder_without_weights(renders, tmp_path)
 
 
 def test_a_fix_failing_halfway_leaves_no_output(renders, tmp_path, monkeypatch):
-    from ns_diffusion_methods.fixers.cli import FixCommand
-    from ns_diffusion_methods.fixers.difix import DifixFixer
+    from ns_diffusion_methods.fixers.commands import FixCommand
+    from ns_diffusion_methods.fixers.difix.fixer import DifixFixer
 
     fix_images = DifixFixer.fix_images
     calls = []

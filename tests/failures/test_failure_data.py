@@ -102,7 +102,7 @@ def test_difix3d_on_nerfstudio_data_names_a_corrupt_image(broken_capture, tmp_pa
     capture = broken_capture(edit)
     with pytest.raises(DataError, match="cannot be read as an image") as info:
         harness.train("difix3d-nerfacto-small", capture, tmp_path / "outputs", max_num_iterations=1,
-                      flags=["--pipeline.fixer.model", "tiny", "--vis", "tensorboard"],
+                      flags=["--vis", "tensorboard", "pipeline.fixer:difix", "--pipeline.fixer.model", "tiny"],
                       dataparser=["nerfstudio-data", "--eval-mode", "filename"])
     assert str(corrupt[0]) in str(info.value)
     assert files_under(tmp_path / "outputs") == []

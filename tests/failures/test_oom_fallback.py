@@ -33,12 +33,15 @@ def nerfacto_and_camera():
     from nerfstudio.data.scene_box import SceneBox
     from nerfstudio.models.nerfacto import NerfactoModelConfig
 
+    from ns_diffusion_methods.metrics.lpips import package_lpips_in_stock_models
+
     torch.manual_seed(0)
     config = NerfactoModelConfig(implementation="torch", num_levels=4, log2_hashmap_size=12, max_res=64,
                                  hidden_dim=16, hidden_dim_color=16, num_proposal_samples_per_ray=(16, 8),
                                  num_nerf_samples_per_ray=8, eval_num_rays_per_chunk=1024)
-    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1,
-                         metadata={})
+    with package_lpips_in_stock_models():  # offline: stock nerfacto's LPIPS is unavailable, not fatal
+        model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1,
+                             metadata={})
     c2w = torch.eye(4)[:3][None]
     c2w[0, 2, 3] = 2.0  # 2 units behind the box centre, looking down -z at it
     camera = Cameras(camera_to_worlds=c2w, fx=20.0, fy=20.0, cx=16.0, cy=12.0, width=32, height=24,
@@ -70,11 +73,13 @@ def test_a_render_out_of_memory_halves_the_ray_chunk_and_renders_the_same(nerfac
 
 
 def _fixer(chunk_size: int):
-    from ns_diffusion_methods.fixers.base import FixerConfig
-    from ns_diffusion_methods.fixers.difix import DifixFixer, DifixModel
+    from ns_diffusion_methods.fixers.difix.config import DifixFixerConfig
+    from ns_diffusion_methods.fixers.difix.fixer import DifixFixer
+    from ns_diffusion_methods.fixers.difix.model import DifixModel
 
     torch.manual_seed(0)  # peft initialises the decoder LoRA from the global generator
-    return DifixFixer(FixerConfig(model="tiny", chunk_size=chunk_size), device="cpu", model=DifixModel.tiny(seed=0))
+    return DifixFixer(DifixFixerConfig(model="tiny", chunk_size=chunk_size), device="cpu",
+                      model=DifixModel.tiny(seed=0))
 
 
 def test_a_fix_out_of_memory_halves_the_batch_and_fixes_the_same():

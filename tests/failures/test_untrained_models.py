@@ -11,18 +11,22 @@ from __future__ import annotations
 import harness
 import pytest
 import yaml
-from failure_helpers import FAST_MALD_NERF
+from failure_helpers import FAST_MALD_NERF, LDM_INPAINTER
 
 from ns_diffusion_methods.diffusion.untrained import untrained_models
 
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
+
 #: method -> (flag setting the pretrained slot to tiny, further flags for a fast run)
 RUNS = {
-    "mald-nerf-small": ("--pipeline.inpainter.model", [*FAST_MALD_NERF, "--pipeline.inpainter.num-inference-steps",
-                                                       "2"]),
+    "mald-nerf-small": ("--pipeline.inpainter.model", [*FAST_MALD_NERF, *LDM_INPAINTER,
+                                                       "--pipeline.inpainter.num-inference-steps", "2"]),
     "difix3d-nerfacto-small": ("--pipeline.fixer.model", [
         "--vis", "tensorboard",
         "--pipeline.max-targets", "1", "--pipeline.datamanager.train-num-rays-per-batch", "64",
-        "--pipeline.model.num-levels", "4", "--pipeline.model.log2-hashmap-size", "12"]),
+        "--pipeline.model.num-levels", "4", "--pipeline.model.log2-hashmap-size", "12",
+        "pipeline.fixer:difix"]),  # the backend whose flag follows
 }
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 @pytest.fixture(scope="module")
 def tiny_difix():
     """A tiny Difix model (random weights, skips and LoRA non-zero, prompt embedded by a tiny CLIP)."""
-    from ns_diffusion_methods.fixers.difix import DifixModel
+    from ns_diffusion_methods.fixers.difix.model import DifixModel
 
     return DifixModel.tiny(seed=0).eval()
 
@@ -21,7 +21,7 @@ def tiny_difix():
 def write_synthetic_pairs(folder: Path, count: int, *, size: int = 32, test_count: int = 4, references: bool = False,
                           seed: int = 0) -> Path:
     """Smooth random images (clean) and their noisy versions (degraded) in Difix's JSON format; returns the JSON."""
-    from ns_diffusion_methods.fixers.base import save_image
+    from ns_diffusion_methods.data.images import save_image
 
     generator = torch.Generator().manual_seed(seed)
     data = {"train": {}, "test": {}}
@@ -44,12 +44,3 @@ def write_synthetic_pairs(folder: Path, count: int, *, size: int = 32, test_coun
 def synthetic_pairs():
     """:func:`write_synthetic_pairs`, for tests that write pair folders."""
     return write_synthetic_pairs
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are thousands of small ops: one thread avoids OpenMP synchronisation (very slow on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

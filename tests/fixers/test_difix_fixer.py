@@ -8,13 +8,15 @@ import pytest
 import torch
 import yaml
 
-from ns_diffusion_methods.fixers.base import FixerConfig, IdentityFixerConfig, load_image, save_image
-from ns_diffusion_methods.fixers.difix import DifixFixer, working_size
+from ns_diffusion_methods.data.images import load_image, save_image
+from ns_diffusion_methods.fixers.difix.config import DifixFixerConfig
+from ns_diffusion_methods.fixers.difix.fixer import DifixFixer, working_size
+from ns_diffusion_methods.fixers.identity import IdentityFixerConfig
 
 
 @pytest.fixture(scope="module")
 def fixer(tiny_difix):
-    return DifixFixer(FixerConfig(model="tiny", chunk_size=2), device="cpu", model=copy.deepcopy(tiny_difix))
+    return DifixFixer(DifixFixerConfig(model="tiny", chunk_size=2), device="cpu", model=copy.deepcopy(tiny_difix))
 
 
 def _rand(*shape, seed=0):
@@ -64,7 +66,7 @@ def test_output_matches_the_model_when_no_resizing_is_needed(fixer):
 def test_a_model_without_reference_training_ignores_references(tiny_difix):
     model = copy.deepcopy(tiny_difix)
     model.reference_views = False
-    plain = DifixFixer(FixerConfig(model="tiny"), model=model)
+    plain = DifixFixer(DifixFixerConfig(model="tiny"), model=model)
     images = _rand(1, 3, 32, 32)
     with pytest.warns(UserWarning, match="without reference views"):
         out = plain.fix(images, [_rand(1, 3, 32, 32, seed=1)])
@@ -89,7 +91,7 @@ def test_bad_inputs_are_explained(fixer):
 
 
 def test_config_survives_yaml_and_identity_returns_its_input():
-    config = FixerConfig(model="nvidia/difix", dtype="bf16", chunk_size=3, resolution=(576, 1024))
+    config = DifixFixerConfig(model="nvidia/difix", dtype="bfloat16", chunk_size=3, resolution=(576, 1024))
     loaded = yaml.load(yaml.dump(config), Loader=yaml.Loader)
     assert loaded == config and loaded._target is DifixFixer
     identity = IdentityFixerConfig().setup()
@@ -101,8 +103,8 @@ def test_config_survives_yaml_and_identity_returns_its_input():
 def test_bf16_on_cuda_is_close_to_fp32(tiny_difix):
     images = _rand(2, 3, 64, 64)
     refs = [_rand(1, 3, 64, 64, seed=1), None]
-    fp32 = DifixFixer(FixerConfig(model="tiny", dtype="fp32"), "cuda", copy.deepcopy(tiny_difix))
-    bf16 = DifixFixer(FixerConfig(model="tiny"), "cuda", copy.deepcopy(tiny_difix))
+    fp32 = DifixFixer(DifixFixerConfig(model="tiny", dtype="float32"), "cuda", copy.deepcopy(tiny_difix))
+    bf16 = DifixFixer(DifixFixerConfig(model="tiny"), "cuda", copy.deepcopy(tiny_difix))
     assert bf16.dtype == torch.bfloat16
     difference = (fp32.fix(images.cuda(), refs) - bf16.fix(images.cuda(), refs)).abs().mean()
     assert difference < 0.05

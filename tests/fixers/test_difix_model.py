@@ -12,15 +12,9 @@ from safetensors.torch import load_file, save_file
 
 from ns_diffusion_methods.diffusion.tiny import write_tiny_tokenizer
 from ns_diffusion_methods.errors import ModelUnavailableError
-from ns_diffusion_methods.fixers.difix import (
-    LORA_ADAPTER,
-    PROMPT_FILE,
-    SD_TURBO_VAE_CONFIG,
-    DifixModel,
-    decode_with_skips,
-    encode_with_skips,
-    skip_conv_channels,
-)
+from ns_diffusion_methods.fixers.difix.model import SD_TURBO_VAE_CONFIG, DifixModel
+from ns_diffusion_methods.fixers.difix.vae import LORA_ADAPTER, decode_with_skips, encode_with_skips, skip_conv_channels
+from ns_diffusion_methods.fixers.difix.weights import PROMPT_FILE
 
 
 def _images(batch: int, views: int, size=(32, 40), seed: int = 0) -> torch.Tensor:

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ns_diffusion_methods.cli.main import main
+from ns_diffusion_methods.data.images import load_image, save_image
 from ns_diffusion_methods.errors import DataError
-from ns_diffusion_methods.fixers.base import load_image, save_image
-from ns_diffusion_methods.fixers.cli import match_references
+from ns_diffusion_methods.fixers.commands import match_references
 
 
 def _write(folder, names, size=(20, 28), seed=0):
@@ -29,7 +29,8 @@ def test_fix_writes_one_image_per_input_with_its_name_and_size(tmp_path):
     for name in ("a.jpg", "b.png", "c.png", "d.png"):
         assert load_image(out / name).shape == load_image(inputs / name).shape
     # a single input file and no reference
-    assert main(["fix", "--input", str(inputs / "d.png"), "--output", str(tmp_path / "one"), "--model", "tiny"]) == 0
+    assert main(["fix", "--input", str(inputs / "d.png"), "--output", str(tmp_path / "one"), "--model", "tiny",
+                 "--dtype", "float32"]) == 0
     assert [p.name for p in (tmp_path / "one").iterdir()] == ["d.png"]
     with pytest.raises(DataError, match="overwrite"):
         main(["fix", "--input", str(inputs), "--output", str(inputs), "--model", "tiny"])

@@ -13,8 +13,8 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.scene_box import SceneBox
 from torch import nn
 
-from ns_diffusion_methods.fixers.base import load_image, save_image
-from ns_diffusion_methods.fixers.curation import nearest_cameras, pose_distance, render_pairs, write_pairs
+from ns_diffusion_methods.data.images import load_image, save_image
+from ns_diffusion_methods.fixers.curation import nearest_cameras, render_pairs, write_pairs
 from ns_diffusion_methods.fixers.training import read_pairs
 
 
@@ -29,11 +29,10 @@ def _poses(xs, angles=None) -> torch.Tensor:
                         for x, a in zip(xs, angles)])
 
 
-def test_pose_distance_is_translation_plus_rotation_angle():
-    query, pool = _poses([0.0], [0.0]), _poses([3.0, 0.0], [0.0, 0.5])
-    torch.testing.assert_close(pose_distance(query, pool), torch.tensor([[3.0, 0.5]]))
-    same = _poses([1.0], [0.3])
-    assert pose_distance(same, same).item() == 0.0  # no NaN for identical rotations (clipped arccos)
+def test_the_nearest_camera_by_translation_plus_rotation_angle_is_the_reference():
+    # distances 0.5 (translation), 0.4 (rotation in radians), 0.45 (translation): the rotated camera is nearest
+    query, pool = _poses([0.0], [0.0]), _poses([0.5, 0.0, -0.45], [0.0, 0.4, 0.0])
+    assert nearest_cameras(query, pool).tolist() == [1]
     assert nearest_cameras(_poses([0.9, 2.2]), _poses([0.0, 1.0, 2.0, 3.0])).tolist() == [1, 2]
     pool = _poses([0.0, 1.0, 2.0, 3.0])
     assert nearest_cameras(pool, pool, exclude_same_index=True).tolist() == [1, 0, 1, 2]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ns_diffusion_methods.errors import DataError, ModelUnavailableError
-from ns_diffusion_methods.fixers.difix import DifixModel
+from ns_diffusion_methods.fixers.difix.model import DifixModel
 from ns_diffusion_methods.fixers.training import (
     FixerTrainingConfig,
     GramLoss,

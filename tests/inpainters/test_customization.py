@@ -10,10 +10,9 @@ import torch
 from rich.console import Console
 
 from ns_diffusion_methods.errors import DataError
-from ns_diffusion_methods.inpainters import InpainterConfig
-from ns_diffusion_methods.inpainters.base import CustomizationConfig
+from ns_diffusion_methods.inpainters import LDMInpainterConfig, OpenCVInpainterConfig
+from ns_diffusion_methods.inpainters.commands import CustomizeCommand
 from ns_diffusion_methods.inpainters.customization import (
-    CustomizeCommand,
     batch_loss,
     customize,
     data_key,
@@ -25,12 +24,13 @@ from ns_diffusion_methods.inpainters.customization import (
     train_lora,
     training_batch,
 )
+from ns_diffusion_methods.inpainters.ldm import CustomizationConfig
 
 SETTINGS = CustomizationConfig(steps=3, learning_rate=1e-2, batch_size=2)
 
 
 def _config(**settings):
-    return InpainterConfig(model="tiny", resolution=32,
+    return LDMInpainterConfig(model="tiny", resolution=32,
                            customization=dataclasses.replace(SETTINGS, **settings))
 
 
@@ -164,7 +164,7 @@ def test_customizing_a_built_inpainter_in_place_matches_loading_the_folder(tmp_p
 def test_opencv_is_skipped_with_a_message(tmp_path):
     images, masks = _scene()
     console = _console()
-    assert customize(images, masks, InpainterConfig(model="opencv"), tmp_path, console=console) is None
+    assert customize(images, masks, OpenCVInpainterConfig(), tmp_path, console=console) is None
     assert "skipped" in console.export_text()
     assert not any(tmp_path.iterdir())
 

@@ -7,10 +7,9 @@ import pytest
 
 from ns_diffusion_methods.diffusion.hub import MOVED_MODELS, resolve_pretrained
 from ns_diffusion_methods.errors import ModelUnavailableError
-from ns_diffusion_methods.inpainters import InpainterConfig
-from ns_diffusion_methods.inpainters.base import DEFAULT_MODEL
-from ns_diffusion_methods.inpainters.customization import CustomizeCommand
-from ns_diffusion_methods.inpainters.ldm import REQUIRED_LAYOUT
+from ns_diffusion_methods.inpainters import LDMInpainterConfig
+from ns_diffusion_methods.inpainters.commands import CustomizeCommand
+from ns_diffusion_methods.inpainters.ldm import DEFAULT_MODEL, REQUIRED_LAYOUT
 from ns_diffusion_methods.inpainters.tiny import write_tiny_inpainting_model
 
 SD2_INPAINTING = "sd2-community/stable-diffusion-2-inpainting"
@@ -28,7 +27,7 @@ def test_the_default_model_is_the_maintained_sd2_inpainting_copy():
     from ns_diffusion_methods.methods.mald_nerf.config import mald_nerf_config
 
     assert DEFAULT_MODEL == SD2_INPAINTING
-    assert InpainterConfig().model == SD2_INPAINTING
+    assert LDMInpainterConfig().model == SD2_INPAINTING
     assert mald_nerf_config.pipeline.inpainter.model == SD2_INPAINTING
     assert CustomizeCommand(data=".").model == SD2_INPAINTING
     assert MOVED_MODELS["stabilityai/stable-diffusion-2-inpainting"] == SD2_INPAINTING
@@ -36,7 +35,7 @@ def test_the_default_model_is_the_maintained_sd2_inpainting_copy():
 
 def test_offline_error_names_the_id_and_hf_download(empty_hub_cache):
     with pytest.raises(ModelUnavailableError) as info:
-        InpainterConfig().setup(device="cpu")  # the default model, through the loading code
+        LDMInpainterConfig().setup(device="cpu")  # the default model, through the loading code
     message = str(info.value)
     assert f"The model `{SD2_INPAINTING}` is not in the Hugging Face cache" in message
     assert f"`hf download {SD2_INPAINTING}`" in message
@@ -58,5 +57,5 @@ def test_the_removed_stabilityai_id_points_to_its_copy(empty_hub_cache):
 def test_a_local_folder_still_loads_whatever_the_default(tmp_path, empty_hub_cache):
     folder = write_tiny_inpainting_model(tmp_path / "sd2-inpainting-copy")
     assert resolve_pretrained(str(folder), required=REQUIRED_LAYOUT) == folder
-    inpainter = InpainterConfig(model=str(folder), num_inference_steps=2).setup(device="cpu")
+    inpainter = LDMInpainterConfig(model=str(folder), num_inference_steps=2).setup(device="cpu")
     assert inpainter.num_train_timesteps == 1000

@@ -8,10 +8,9 @@ import dataclasses
 import pytest
 import torch
 
-from ns_diffusion_methods.inpainters import InpainterConfig
-from ns_diffusion_methods.inpainters.base import CustomizationConfig
+from ns_diffusion_methods.inpainters import LDMInpainterConfig
 from ns_diffusion_methods.inpainters.customization import crop_side, customize, training_batch, training_crops
-from ns_diffusion_methods.inpainters.ldm import LatentInpainter, inference_size, resize_images
+from ns_diffusion_methods.inpainters.ldm import CustomizationConfig, LatentInpainter, inference_size, resize_images
 from ns_diffusion_methods.inpainters.tiny import tiny_inpainting_components
 
 #: SD-2-inpainting: UNet sample size 64 x VAE factor 8 = native 512; sides multiples of the VAE factor
@@ -63,11 +62,11 @@ def test_the_inpainter_reads_native_size_and_multiple_from_its_models():
     components = tiny_inpainting_components()
     # the tiny UNet with SD-2's sample size (64 latent cells) and the tiny VAE (factor 8, as SD-2's):
     components["unet"].register_to_config(sample_size=64)
-    inpainter = LatentInpainter(InpainterConfig(model="tiny"), **components)
+    inpainter = LatentInpainter(LDMInpainterConfig(model="tiny"), **components)
     assert inpainter.resolution == 512 and inpainter.size_multiple == 8
     assert inpainter.inference_size(567, 1008) == (512, 912)
     # a configured resolution is the short side
-    configured = LatentInpainter(InpainterConfig(model="tiny", resolution=256), **tiny_inpainting_components())
+    configured = LatentInpainter(LDMInpainterConfig(model="tiny", resolution=256), **tiny_inpainting_components())
     assert configured.inference_size(567, 1008) == (256, 456)  # 1008 * 256 / 567 = 455.1 -> 57 * 8 = 456
 
 
@@ -84,7 +83,7 @@ def test_the_unet_aligns_sides_that_do_not_halve_evenly():
 
 
 def test_inpainting_at_a_latent_size_the_unet_does_not_halve_evenly():
-    inpainter = InpainterConfig(model="tiny", num_inference_steps=2).setup(device="cpu")
+    inpainter = LDMInpainterConfig(model="tiny", num_inference_steps=2).setup(device="cpu")
     images = torch.rand(1, 3, 24, 40)
     masks = torch.zeros(1, 1, 24, 40, dtype=torch.bool)
     masks[..., 6:18, 10:30] = True
@@ -99,7 +98,7 @@ def test_inpainting_at_a_latent_size_the_unet_does_not_halve_evenly():
 
 
 def _tiny(resolution, **settings):
-    config = InpainterConfig(model="tiny", resolution=resolution,
+    config = LDMInpainterConfig(model="tiny", resolution=resolution,
                              customization=CustomizationConfig(batch_size=3, **settings))
     return config, config.setup(device="cpu")
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ns_diffusion_methods.errors import ModelUnavailableError, UserFacingError
-from ns_diffusion_methods.inpainters import InpainterConfig
+from ns_diffusion_methods.inpainters import LDMInpainterConfig
 from ns_diffusion_methods.inpainters.ldm import LatentInpainter, partial_timesteps
 from ns_diffusion_methods.inpainters.tiny import write_tiny_inpainting_model
 
@@ -15,7 +15,7 @@ STEPS = 5
 
 
 def _config(**kwargs):
-    return InpainterConfig(**{"model": "tiny", "resolution": 32, "num_inference_steps": STEPS, **kwargs})
+    return LDMInpainterConfig(**{"model": "tiny", "resolution": 32, "num_inference_steps": STEPS, **kwargs})
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_batches_are_chunked_consistently():
 
 
 def test_default_resolution_is_the_native_size_of_the_model():
-    inpainter = InpainterConfig(model="tiny").setup(device="cpu")
+    inpainter = LDMInpainterConfig(model="tiny").setup(device="cpu")
     unet, factor = inpainter.unet.config, inpainter.vae_scale_factor
     assert inpainter.resolution == unet.sample_size * factor == 64
     # short side 72 -> 64; long side 96 * 64 / 72 = 85.3 -> nearest multiple of 8: 88

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ns_diffusion_methods.inpainters import InpainterConfig
-from ns_diffusion_methods.inpainters.base import CustomizationConfig
+from ns_diffusion_methods.inpainters import LDMInpainterConfig
 from ns_diffusion_methods.inpainters.customization import customize
+from ns_diffusion_methods.inpainters.ldm import CustomizationConfig
 
 
 @pytest.mark.cuda
 def test_float16_inpainting_and_customization_on_cuda(tmp_path):
     settings = CustomizationConfig(steps=3, batch_size=2)
-    config = InpainterConfig(model="tiny", resolution=32, num_inference_steps=4, customization=settings)
+    config = LDMInpainterConfig(model="tiny", resolution=32, num_inference_steps=4, customization=settings)
     inpainter = config.setup(device="cuda")
     assert inpainter.dtype == torch.float16 and inpainter.unet.dtype == torch.float16
     images = torch.rand(2, 3, 24, 32, device="cuda")
@@ -24,5 +24,5 @@ def test_float16_inpainting_and_customization_on_cuda(tmp_path):
         out = inpainter.inpaint(images, masks, start_timestep=start, source=source)
         assert out.dtype == images.dtype and torch.isfinite(out).all()
         assert torch.equal(out[~masks.expand_as(out)], images[~masks.expand_as(images)])
-    reloaded = InpainterConfig(model="tiny", resolution=32, lora_path=folder).setup(device="cuda")
+    reloaded = LDMInpainterConfig(model="tiny", resolution=32, lora_path=folder).setup(device="cuda")
     assert torch.isfinite(reloaded.inpaint(images, masks)).all()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ns_diffusion_methods.errors import ModelUnavailableError
-from ns_diffusion_methods.inpainters import InpainterConfig
+from ns_diffusion_methods.inpainters import LDMInpainterConfig
 from ns_diffusion_methods.inpainters.lora import add_lora, load_lora, save_lora
 from ns_diffusion_methods.inpainters.tiny import tiny_inpainting_components
 
@@ -31,7 +31,7 @@ def test_round_trip_through_lora_path(tmp_path):
     assert not torch.allclose(adapted, base)
     save_lora(unet, tmp_path / "lora")
 
-    inpainter = InpainterConfig(model="tiny", lora_path=tmp_path / "lora").setup(device="cpu")
+    inpainter = LDMInpainterConfig(model="tiny", lora_path=tmp_path / "lora").setup(device="cpu")
     assert torch.allclose(_unet_output(inpainter.unet), adapted, atol=1e-6)
     assert not any(p.requires_grad for p in inpainter.unet.parameters())
 

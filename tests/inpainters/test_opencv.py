@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from ns_diffusion_methods.inpainters import InpainterConfig
+from ns_diffusion_methods.inpainters import OpenCVInpainterConfig
 from ns_diffusion_methods.inpainters.opencv import OpenCVInpainter
 
 
@@ -25,7 +25,7 @@ def _scene(batch=2, size=24):
 def test_opencv_fills_hole_from_surroundings_and_keeps_outside_exactly():
     images, masks = _scene()
     images = images + 0.001  # not representable in 8 bit: the outside must still come back bit-exact
-    inpainter = InpainterConfig(model="opencv").setup(device="cpu")
+    inpainter = OpenCVInpainterConfig().setup(device="cpu")
     assert isinstance(inpainter, OpenCVInpainter) and not inpainter.uses_diffusion
     out = inpainter.inpaint(images, masks)
     assert out.shape == images.shape
@@ -38,7 +38,7 @@ def test_opencv_fills_hole_from_surroundings_and_keeps_outside_exactly():
 
 def test_opencv_ignores_start_timestep_and_source():
     images, masks = _scene(batch=1)
-    inpainter = InpainterConfig(model="opencv").setup(device="cpu")
+    inpainter = OpenCVInpainterConfig().setup(device="cpu")
     full = inpainter.inpaint(images, masks)
     partial = inpainter.inpaint(images, masks, start_timestep=500, source=torch.rand_like(images))
     assert torch.equal(full, partial)
@@ -47,7 +47,7 @@ def test_opencv_ignores_start_timestep_and_source():
 
 def test_inputs_are_validated():
     images, masks = _scene(batch=1)
-    inpainter = InpainterConfig(model="opencv").setup(device="cpu")
+    inpainter = OpenCVInpainterConfig().setup(device="cpu")
     with pytest.raises(ValueError, match="`masks` must be a bool"):
         inpainter.inpaint(images, masks.float())
     with pytest.raises(ValueError, match=r"`masks` must be \[B, 1, H, W\]"):
@@ -56,12 +56,22 @@ def test_inputs_are_validated():
         inpainter.inpaint(images, masks, start_timestep=10)
     with pytest.raises(ValueError, match="`start_timestep` must be in"):
         inpainter.inpaint(images, masks, start_timestep=1000, source=images)
-    with pytest.raises(ValueError, match="`opencv_method`"):
-        InpainterConfig(model="opencv", opencv_method="magic").setup()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        OpenCVInpainterConfig(method="magic").setup()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`radius` must be >= 1"):
+        OpenCVInpainterConfig(radius=0).setup()
 
 
-def test_config_survives_yaml(tmp_path):
-    config = InpainterConfig(model="opencv", lora_path=tmp_path / "lora", prompt="a photo of xyz scene")
+def test_config_survives_yaml():
+    config = OpenCVInpainterConfig(method="ns", radius=3)
     loaded = yaml.load(yaml.dump(config), Loader=yaml.Loader)
     assert loaded == config
     assert isinstance(loaded.setup(), OpenCVInpainter)
+
+
+def test_the_navier_stokes_method_and_the_radius_are_used():
+    images, masks = _scene(batch=1)
+    telea = OpenCVInpainterConfig().setup().inpaint(images, masks)
+    ns = OpenCVInpainterConfig(method="ns").setup().inpaint(images, masks)
+    wide = OpenCVInpainterConfig(radius=9).setup().inpaint(images, masks)
+    assert not torch.equal(telea, ns) and not torch.equal(telea, wide)

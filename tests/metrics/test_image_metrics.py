@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ns_diffusion_methods.compat import metrics as compat_metrics
-from ns_diffusion_methods.compat.metrics import UnavailableMetric, drop_unavailable
 from ns_diffusion_methods.metrics import (
     FidKid,
     blackout_outside,
@@ -23,9 +21,14 @@ from ns_diffusion_methods.metrics import (
     masked_psnr,
     object_removal_metrics,
     psnr,
+    psnr_from_mse,
+    psnr_per_image,
+    skimage_ssim,
     ssim,
 )
+from ns_diffusion_methods.metrics import lpips as compat_metrics
 from ns_diffusion_methods.metrics.image import INCEPTION_URL, inception_weights_hint
+from ns_diffusion_methods.metrics.lpips import UnavailableMetric, drop_unavailable
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,48 @@ def test_psnr_and_ssim_full_frame():
     target = torch.full((1, 3, 16, 16), 0.5)
     assert psnr(target + 0.1, target).item() == pytest.approx(20.0, abs=1e-4)
     assert ssim(target, target).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_psnr_from_mse_hand_values_clamp_and_data_range():
+    assert psnr_from_mse(torch.tensor(0.01)).item() == pytest.approx(20.0, abs=1e-5)
+    assert psnr_from_mse(torch.tensor(0.0)).item() == pytest.approx(100.0, abs=1e-4)  # clamped at 1e-10
+    # images in [-1, 1] have 4x the squared error of the same images in [0, 1]: same PSNR
+    assert psnr_from_mse(torch.tensor(0.04), data_range=2.0).item() == pytest.approx(20.0, abs=1e-5)
+    # bit-identical to the formula the methods used before (training logs and ns-eval results stay the same)
+    mse = torch.rand(5, generator=torch.Generator().manual_seed(0)) * 1e-3
+    assert torch.equal(psnr_from_mse(mse), -10.0 * torch.log10(mse.clamp_min(1e-10)))
+    assert torch.equal(psnr_from_mse(mse, data_range=2.0), -10 * torch.log10((mse / 4).clamp_min(1e-10)))
+
+
+def test_psnr_per_image_whole_and_masked():
+    target = torch.zeros(2, 3, 4, 4)
+    rendered = target.clone()
+    rendered[0] += 0.1  # MSE 0.01: 20 dB
+    rendered[1, :, :2] += 0.01  # MSE 0.0001 on the top half: 40 dB there, 43.01 dB over the image
+    assert psnr_per_image(rendered, target).tolist() == pytest.approx([20.0, 10 * math.log10(2e4)], abs=1e-4)
+    top = torch.zeros(1, 1, 4, 4)
+    top[..., :2, :] = 1
+    assert psnr_per_image(rendered, target, top).tolist() == pytest.approx([20.0, 40.0], abs=1e-4)
+    assert psnr_per_image(rendered, target, torch.zeros(1, 1, 4, 4)).tolist() == pytest.approx([100.0, 100.0])
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        psnr_per_image(rendered[0], target[0])
+
+
+def test_ssim_per_image_and_skimage_variant():
+    rendered, target = _pair(3, size=(32, 32))
+    per_image = ssim(rendered, target, reduction="none")
+    assert per_image.shape == (2,)
+    torch.testing.assert_close(per_image.mean(), ssim(rendered, target))
+    assert ssim(target, target, reduction="none").tolist() == pytest.approx([1.0, 1.0], abs=1e-6)
+    # scikit-image's SSIM (the SSDNeRF / PixelNeRF protocol) is a different window: 1 for equal images, and not the
+    # torchmetrics value for different ones
+    image, other = rendered[0].permute(1, 2, 0), target[0].permute(1, 2, 0)
+    assert skimage_ssim(image, image) == pytest.approx(1.0)
+    from skimage.metrics import structural_similarity
+
+    assert skimage_ssim(image, other) == structural_similarity(image.numpy(), other.numpy(), data_range=1.0,
+                                                               channel_axis=-1)
+    assert abs(skimage_ssim(image, other) - float(per_image[0])) > 1e-4
 
 
 def test_masked_psnr_against_hand_values():

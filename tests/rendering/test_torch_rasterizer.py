@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ns_diffusion_methods.rendering import project_gaussians, rasterization, resolve_backend, spherical_harmonics
-from ns_diffusion_methods.rendering.torch_rasterizer import covariances, quat_to_rotmat, torch_rasterization
+from ns_diffusion_methods.rendering.torch_rasterizer import covariances, torch_rasterization
 
 
 def tiny_scene(n: int = 6, dtype: torch.dtype = torch.float32, seed: int = 0):
@@ -97,12 +97,15 @@ def test_spherical_harmonics_match_gsplat_torch_reference(degree):
     torch.testing.assert_close(spherical_harmonics(degree, dirs, coeffs), _spherical_harmonics(degree, dirs, coeffs))
 
 
-def test_quaternion_rotation_is_orthonormal_and_matches_axis_angle():
+def test_covariances_rotate_the_scales_by_the_normalised_quaternion():
+    """R diag(s)^2 R^T with R from the package's quaternion maths (w, x, y, z; normalised first)."""
     angle = 0.7
     quat = torch.tensor([[math.cos(angle / 2), 0.0, 0.0, math.sin(angle / 2)]]) * 3.0  # unnormalised on purpose
-    expected = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0],
+    rotation = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0],
                              [0.0, 0.0, 1.0]])
-    torch.testing.assert_close(quat_to_rotmat(quat)[0], expected)
+    scales = torch.tensor([[0.5, 0.2, 0.1]])
+    expected = rotation @ torch.diag(scales[0] ** 2) @ rotation.T
+    torch.testing.assert_close(covariances(quat, scales)[0], expected)
 
 
 def test_single_gaussian_by_hand():

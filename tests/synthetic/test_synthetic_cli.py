@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ns_diffusion_methods.synthetic.cli import main
+from ns_diffusion_methods.synthetic.cli import main, train_command
 
 SMALL = {
     "object-removal": ["--image-size", "32", "--num-views", "4", "--num-eval-views", "2"],
@@ -24,7 +25,9 @@ SMALL = {
 def test_each_kind_writes_a_capture(kind, tmp_path, capsys):
     output = tmp_path / kind
     assert main([kind, "--output", str(output), "--seed", "5", *SMALL[kind]]) == 0
-    assert f"Wrote a {kind} capture to {output}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"Wrote the {kind} capture to {output} in " in printed
+    assert f"  {shlex.join(train_command(kind, output, 'floor'))}\n" in printed  # what to run next
     record = json.loads((output / "capture.json").read_text())
     assert record["kind"] == kind and record["seed"] == 5
     if kind == "objects":
@@ -68,3 +71,23 @@ def test_console_script_is_installed(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "o" / "train").is_dir()
+
+
+@pytest.mark.parametrize("kind, background, method, dataparser", [
+    ("object-removal", "white", "mald-nerf-small", "ObjectMaskDataParserConfig"),
+    ("sparse-views", "white", "difix3d-nerfacto-small", "NerfstudioDataParserConfig"),
+    ("objects", "white", "ssdnerf-small", "SRNDataParserConfig"),
+    ("objects", "floor", "renderdiffusion-small", "SRNDataParserConfig"),
+])
+def test_the_printed_train_command_parses_as_ns_train_does(kind, background, method, dataparser, tmp_path):
+    """``ns-train`` parses its arguments with ``tyro.cli(AnnotatedBaseConfigUnion)``; the printed command must give the
+    method for the capture, with ``--data`` and a dataparser that reads the capture's layout."""
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+
+    data = tmp_path / "my capture"  # a space: the printed command quotes it
+    argv = shlex.split(shlex.join(train_command(kind, data, background)))
+    assert argv[:2] == ["ns-train", method]
+    config = tyro.cli(AnnotatedBaseConfigUnion, args=argv[1:])
+    assert config.method_name == method and config.data == data
+    assert type(config.pipeline.datamanager.dataparser).__name__ == dataparser

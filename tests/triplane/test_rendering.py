@@ -7,8 +7,13 @@ import math
 import torch
 
 from ns_diffusion_methods.triplane.decoder import TriplaneMLPDecoder, trunc_exp
-from ns_diffusion_methods.triplane.rendering import (BoxVolumeRendererConfig, composite, importance_samples,
-                                                     ray_aabb_intersect, stratified_samples)
+from ns_diffusion_methods.triplane.rendering import (
+    BoxVolumeRendererConfig,
+    composite,
+    importance_samples,
+    ray_aabb_intersect,
+    stratified_samples,
+)
 
 
 def test_ray_box_intersection_by_hand():

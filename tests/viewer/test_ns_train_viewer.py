@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 import harness
 import numpy as np
+import pytest
 import torch
 from methods.difix3d.test_difix3d_methods import FAST as DIFIX3D_FAST
 from methods.difix3d.test_difix3d_methods import ROUNDS as DIFIX3D_ROUNDS
@@ -36,15 +37,19 @@ from viewer_browser import (
     serving,
 )
 
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
 
 
 def live_training(method: str, data: Path, output: Path, flags: List[str], iterations: int, port: int):
-    """``ns-train METHOD ... --vis viewer`` serving on ``port``, the viewer kept open after training."""
-    command = [console_script("ns-train"), method, *harness.BASE_FLAGS, *flags,
+    """``ns-train METHOD ... --vis viewer`` serving on ``port``, the viewer kept open after training; ``flags`` come
+    last, so they may end with a component subcommand and its flags (tyro applies flags to the subcommand they
+    follow)."""
+    command = [console_script("ns-train"), method, *harness.BASE_FLAGS,
                "--max-num-iterations", str(iterations),
                "--vis", "viewer", "--viewer.websocket-host", "127.0.0.1", "--viewer.websocket-port", str(port),
                "--viewer.quit-on-train-completion", "False",
-               "--output-dir", str(output), "--timestamp", "run", "--data", str(data)]
+               "--output-dir", str(output), "--timestamp", "run", "--data", str(data), *flags]
     return serving(command, port, output.parent / f"ns-train-{method}.log")
 
 
@@ -64,7 +69,7 @@ def final_checkpoint(page: ViewerPage, output: Path, iterations: int) -> Dict[st
 def test_live_mald_nerf_shows_the_inpainted_images_on_the_training_cameras(browser, object_removal_capture,
                                                                          tmp_path):
     iterations, port, output = 2, free_port(), tmp_path / "runs"
-    flags = [*MALD_NERF_TINY, "--pipeline.inpainter.model", "opencv"]
+    flags = [*MALD_NERF_TINY, "pipeline.inpainter:opencv"]
     with live_training("mald-nerf-small", object_removal_capture, output, flags, iterations, port):
         with ViewerPage(browser, f"http://127.0.0.1:{port}/", tmp_path / "failed-mald-nerf-live.png") as page:
             state = final_checkpoint(page, output, iterations)

@@ -8,12 +8,12 @@ each backbone (nerfacto, splats), with nerfstudio's real ``ns-train``/``ns-eval`
    ``fix_iterations`` more steps: the same number of iterations in total;
 3. ``ns-eval`` scores both on the evaluation views (``rgb``), and the difix3d run also with ``rgb_fixed``.
 
-The fixer is the synthetic-scene **oracle** (:mod:`ns_diffusion_methods.fixers.oracle`): the generator's ground truth
-of each pseudo camera, lightly blurred and noised. It measures the pseudo-view machinery (targets, progressive poses,
-sampling, masking, checkpointing) with a fixer of known quality, not Difix itself; consequently ``rgb_fixed`` rows are
-the oracle's own (degraded ground-truth) images and only show the upper bound of render-time fixing. Wall-time ratios
-compare the training loops (``Trainer.train``) of the fixing phase: ``fix_iterations`` steps of each method from the
-same checkpoint, pseudo-view rounds included, process setup excluded.
+The fixer is the synthetic-scene **oracle** (:mod:`ns_diffusion_methods.fixers.oracle`, chosen with
+``pipeline.fixer:oracle``): the generator's ground truth of each pseudo camera, lightly blurred and noised. It measures
+the pseudo-view machinery (targets, progressive poses, sampling, masking, checkpointing) with a fixer of known quality,
+not Difix itself; consequently ``rgb_fixed`` rows are the oracle's own (degraded ground-truth) images and only show the
+upper bound of render-time fixing. Wall-time ratios compare the training loops (``Trainer.train``) of the fixing phase:
+``fix_iterations`` steps of each method from the same checkpoint, pseudo-view rounds included, process setup excluded.
 
 The splat base is splatfacto's model with the settings of ``difix3d-splat-small`` (``difix3d-splat-small`` with no
 pseudo-view round and unweighted losses; gsplat on CUDA, the package's torch rasterizer elsewhere): stock
@@ -36,18 +36,25 @@ from ns_diffusion_methods.benchmark.nerfstudio_runs import eval_run, latest_chec
 COMMON_FLAGS = ["--steps-per-eval-batch", "0", "--steps-per-eval-image", "0", "--steps-per-eval-all-images", "0"]
 
 
-def _oracle(capture: Path, params: Dict[str, Any]):
-    from ns_diffusion_methods.fixers.oracle import OracleFixerConfig
-
+def oracle_flags(capture: Path, params: Dict[str, Any]) -> List[str]:
+    """The fixer flags that select the synthetic-scene oracle (``params["oracle"]``: blur and noise)."""
     oracle = params.get("oracle", {})
-    return OracleFixerConfig(scene=capture / "scene.json", blur_sigma=float(oracle.get("blur_sigma", 0.5)),
-                             noise_std=float(oracle.get("noise_std", 0.01)))
+    return ["pipeline.fixer:oracle", "--pipeline.fixer.scene", str(capture / "scene.json"),
+            "--pipeline.fixer.blur-sigma", str(float(oracle.get("blur_sigma", 0.5))),
+            "--pipeline.fixer.noise-std", str(float(oracle.get("noise_std", 0.01)))]
+
+
+def has_fixer(method: str) -> bool:
+    """Whether the registered ``method`` has a fixer (a ``pipeline.fixer`` to set to the oracle)."""
+    from nerfstudio.configs.method_configs import all_methods
+
+    return hasattr(all_methods[method].pipeline, "fixer")
 
 
 def _train(method: str, capture: Path, folder: Path, entry: Dict[str, Any], iterations: int,
-           oracle: Optional[Any], load_dir: Optional[Path] = None, extra: Sequence[str] = ()) -> Dict[str, Any]:
-    """One ns-train run of a family entry (``method``, ``flags``, ``cpu_flags``); returns its config path, wall time
-    and ns-eval results."""
+           oracle: Sequence[str], load_dir: Optional[Path] = None, extra: Sequence[str] = ()) -> Dict[str, Any]:
+    """One ns-train run of a family entry (``method``, ``flags``, ``cpu_flags``), with the ``oracle`` fixer flags
+    when the method has a fixer; returns its config path, wall time and ns-eval results."""
     run_flags = [*COMMON_FLAGS, *entry.get("flags", []), *extra, "--max-num-iterations", str(iterations),
                  "--steps-per-save", str(iterations)]
     if not torch.cuda.is_available():
@@ -55,13 +62,11 @@ def _train(method: str, capture: Path, folder: Path, entry: Dict[str, Any], iter
                      *entry.get("cpu_flags", [])]
     if load_dir is not None:
         run_flags += ["--load-dir", str(load_dir)]
-
-    def configure(config: Any) -> None:
-        if oracle is not None and hasattr(config.pipeline, "fixer"):
-            config.pipeline.fixer = oracle
+    if has_fixer(method):
+        run_flags += oracle  # a subcommand with its flags: after every other flag
 
     with _timed_training_loop() as loop:
-        config_path, _total_seconds = train_run(method, capture, folder, run_flags, configure=configure)
+        config_path, _total_seconds = train_run(method, capture, folder, run_flags)
     results = eval_run(config_path, folder / "eval.json")["results"]
     return {"config": config_path, "seconds": loop["seconds"], "results": results}
 
@@ -110,7 +115,7 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Console) -> List[Dict[s
     base_iterations = int(params.get("base_iterations", 400))
     fix_iterations = int(params.get("fix_iterations", 400))
     total = base_iterations + fix_iterations
-    oracle = _oracle(capture, params)
+    oracle = oracle_flags(capture, params)
     fixing = ["--pipeline.fix-start-step", str(base_iterations),
               "--pipeline.steps-per-fix", str(params.get("steps_per_fix", 30)),
               "--pipeline.step-size", str(params.get("step_size", 0.5))]

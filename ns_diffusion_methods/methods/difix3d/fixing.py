@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ns_diffusion_methods.dataset_updates.pseudo_views import nearest_pose_indices
+from ns_diffusion_methods.geometry.poses import nearest_pose_indices
 
 #: the render-time fixed output
 RGB_FIXED = "rgb_fixed"
@@ -94,7 +94,7 @@ class FixerHandle:
         if self._fixer is None:
             from nerfstudio.utils.rich_utils import CONSOLE
 
-            CONSOLE.print(f"Loading the fixer ({getattr(self.config, 'model', type(self.config).__name__)}) ...")
+            CONSOLE.print(f"Loading the fixer ({self.config.summary()}) ...")
             self._fixer = self.config.setup(device=self.device, flag=self.flag)
         return self._fixer
 

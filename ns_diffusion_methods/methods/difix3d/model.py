@@ -33,8 +33,8 @@ from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoMode
 from torch import Tensor
 
 from ns_diffusion_methods.methods.difix3d.fixing import RenderFixingMixin
+from ns_diffusion_methods.metrics.lpips import package_lpips_in_stock_models
 from ns_diffusion_methods.rendering import rasterization
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # per-training-image parameters that pseudo views (index -1) must not use
@@ -106,7 +106,8 @@ class Difix3DNerfactoModel(RenderFixingMixin, NerfactoModel):
     config: Difix3DNerfactoModelConfig
 
     def populate_modules(self) -> None:
-        super().populate_modules()
+        with package_lpips_in_stock_models():  # nerfacto builds LPIPS here: unavailable offline, not fatal
+            super().populate_modules()
         old = self.field.embedding_appearance
         if old is not None:
             # same parameter (same state-dict key), with the novel-view fallback
@@ -183,7 +184,8 @@ class Difix3DSplatModel(RenderFixingMixin, SplatfactoModel):
             # set the colours here, on the CPU, with the same formula
             assert seed_points is not None
             self.seed_points = (seed_points[0], seed_points[1][:0])
-        super().populate_modules()
+        with package_lpips_in_stock_models():  # splatfacto builds LPIPS here: unavailable offline, not fatal
+            super().populate_modules()
         self.seed_points = seed_points
         if has_colours:
             assert seed_points is not None

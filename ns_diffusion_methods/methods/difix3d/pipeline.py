@@ -3,13 +3,15 @@
 One pipeline serves both backbones (the datamanager and model configs pick nerfacto or splatfacto):
 
 1. At construction (training only), one pseudo camera per target is placed at the training camera nearest it; the
-   targets are the evaluation cameras or a viewer camera path (``--pipeline.target-cameras``). The fixer is loaded
-   here, once, and only for training (``test_mode == "val"``); evaluation and rendering load it lazily, and only if
-   ``rgb_fixed`` is requested.
+   targets are the evaluation cameras or a viewer camera path (``--pipeline.target-cameras``). The fixer (a backend of
+   :data:`~ns_diffusion_methods.fixers.configs.AnnotatedFixerUnion`: ``pipeline.fixer:difix``, ``:identity`` or
+   ``:oracle``) is loaded here, once, and only for training (``test_mode == "val"``); evaluation and rendering load it
+   lazily, and only if ``rgb_fixed`` is requested.
 2. When training starts (after ``--load-dir`` is loaded) the first round's step is fixed (``fix_start_step``; by
    default the first step after a trained nerfacto/splatfacto checkpoint, else once the base has trained:
-   :func:`from_scratch_fix_start_step`). A ``TrainingCallback`` runs after every step; from that step on, every
-   ``steps_per_fix`` steps it moves each pseudo camera one step toward its target, renders it without gradients,
+   :func:`from_scratch_fix_start_step`). A callback runs after every step, between iterations (outside nerfstudio's
+   iteration timer: :class:`~ns_diffusion_methods.engine.callbacks.BetweenIterationsCallback`); from that step on,
+   every ``steps_per_fix`` steps it moves each pseudo camera one step toward its target, renders it without gradients,
    fixes the render with its nearest training image as reference, and replaces that camera's pseudo view
    (:func:`~ns_diffusion_methods.dataset_updates.pseudo_views.run_fix_round`).
    At the first round the learning rates are lowered by ``fix_phase_lr_mults`` and the model's fix phase begins
@@ -33,13 +35,14 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 import torch
 from nerfstudio.data.datamanagers.base_datamanager import DataManagerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.models.base_model import ModelConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 
+from ns_diffusion_methods.compat import enable_for_package_runs
 from ns_diffusion_methods.data.checks import check_nerfstudio_capture, require_evaluation_images
 from ns_diffusion_methods.dataset_updates.pseudo_views import (
     ProgressiveSchedule,
@@ -51,9 +54,11 @@ from ns_diffusion_methods.dataset_updates.pseudo_views import (
     show_in_viewer,
     subsample_cameras,
 )
-from ns_diffusion_methods.diffusion.untrained import mark_untrained
+from ns_diffusion_methods.engine.callbacks import BetweenIterationsCallback
+from ns_diffusion_methods.engine.pipeline import DiffusionPipeline
 from ns_diffusion_methods.errors import DataError
-from ns_diffusion_methods.fixers.base import FixerConfig
+from ns_diffusion_methods.fixers.configs import AnnotatedFixerUnion
+from ns_diffusion_methods.fixers.difix.config import DifixFixerConfig
 from ns_diffusion_methods.methods.difix3d.datamanager import Difix3DNerfactoDataManagerConfig
 from ns_diffusion_methods.methods.difix3d.fixing import (
     FixerHandle,
@@ -64,8 +69,10 @@ from ns_diffusion_methods.methods.difix3d.fixing import (
 )
 from ns_diffusion_methods.methods.difix3d.model import Difix3DNerfactoModelConfig
 
-#: the flag that names the fixer's weights
+#: the flag that names the fixer's weights (the pretrained-weight slot of untrained-model marking)
 FIXER_FLAG = "--pipeline.fixer.model"
+#: how to set it on the command line (named in error messages about the weights)
+FIXER_FLAG_USAGE = "pipeline.fixer:difix --pipeline.fixer.model"
 
 
 @dataclass
@@ -77,9 +84,10 @@ class Difix3DPipelineConfig(VanillaPipelineConfig):
     """The datamanager (nerfacto: a VanillaDataManager; splat: a FullImageDatamanager)."""
     model: ModelConfig = field(default_factory=Difix3DNerfactoModelConfig)
     """The model (difix3d nerfacto or splatfacto)."""
-    fixer: FixerConfig = field(default_factory=FixerConfig)
-    """The fixer repairing pseudo views and renders (`--pipeline.fixer.model`: nvidia/difix_ref, nvidia/difix, a
-    local folder, or tiny)."""
+    fixer: AnnotatedFixerUnion = field(default_factory=DifixFixerConfig)
+    """The fixer repairing pseudo views and renders: `pipeline.fixer:difix` (weights with --pipeline.fixer.model:
+    nvidia/difix_ref, nvidia/difix, a local folder, or tiny), `pipeline.fixer:identity` (no fixing, the ablation
+    baseline) or `pipeline.fixer:oracle` (a synthetic capture's ground truth). Give it after the other flags."""
     target_cameras: Optional[Path] = None
     """Camera path JSON written by the viewer's render panel: the pseudo cameras walk toward its cameras. None = the
     evaluation cameras (held-out views)."""
@@ -128,7 +136,8 @@ class Difix3DPipelineConfig(VanillaPipelineConfig):
 
     def pretrained_models(self) -> Dict[str, str]:
         """The pretrained-weight slots: flag -> model name (:mod:`ns_diffusion_methods.diffusion.untrained`)."""
-        return {FIXER_FLAG: self.fixer.model}
+        weights = self.fixer.weights()
+        return {} if weights is None else {FIXER_FLAG: weights}
 
 
 def round_up(step: int, multiple: int) -> int:
@@ -186,7 +195,7 @@ def check_capture(parser: Any, data: Optional[Path]) -> None:
     check_nerfstudio_capture(data, parser=dataclasses.replace(parser, data=data).setup())
 
 
-class Difix3DPipeline(VanillaPipeline):
+class Difix3DPipeline(DiffusionPipeline):
     """``VanillaPipeline`` with progressive pseudo views and render-time fixing (see the module docstring).
 
     Args:
@@ -199,6 +208,7 @@ class Difix3DPipeline(VanillaPipeline):
     def __init__(self, config: Difix3DPipelineConfig, device: str,
                  test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
                  grad_scaler: Optional[GradScaler] = None) -> None:
+        enable_for_package_runs()  # the capture check below may already raise a user error
         if test_mode != "inference":
             check_capture(config.datamanager.dataparser, config.datamanager.data)
         super().__init__(config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank,
@@ -225,7 +235,7 @@ class Difix3DPipeline(VanillaPipeline):
         outputs = self.datamanager.train_dataparser_outputs  # type: ignore[attr-defined]
         self.fixer_context: Dict[str, Any] = {"dataparser_transform": outputs.dataparser_transform,
                                               "dataparser_scale": float(outputs.dataparser_scale)}
-        self.fixer_handle = FixerHandle(config.fixer, device, flag=FIXER_FLAG)
+        self.fixer_handle = FixerHandle(config.fixer, device, flag=FIXER_FLAG_USAGE)
         if test_mode == "inference":  # ns-render: nerfstudio's datamanager names full-size images here
             load_reference = TrainingImageReader(config.datamanager.dataparser, len(train_dataset),
                                                  train_dataset.scale_factor)
@@ -247,8 +257,7 @@ class Difix3DPipeline(VanillaPipeline):
         Called without ``step`` (by ns-eval), the results also name the run's untrained models, if any.
         """
         require_evaluation_images(self.datamanager.eval_dataset, self.datamanager.get_datapath())
-        results = super().get_average_eval_image_metrics(step=step, output_path=output_path, get_std=get_std)
-        return results if step is not None else mark_untrained(results, self.config)
+        return super().get_average_eval_image_metrics(step=step, output_path=output_path, get_std=get_std)
 
     def _target_poses(self) -> torch.Tensor:
         """The c2w poses [M, 3, 4] the pseudo cameras walk toward."""
@@ -342,8 +351,10 @@ class Difix3DPipeline(VanillaPipeline):
         if trainer is not None:  # nerfstudio's Trainer calls this after loading --load-dir
             self.resolve_fix_start_step(int(trainer.config.max_num_iterations))
         callbacks = super().get_training_callbacks(training_callback_attributes)
-        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.pseudo_view_round,
-                                          kwargs={"attributes": training_callback_attributes}))
+        # a round renders and fixes every pseudo view (minutes with Difix): between iterations, outside nerfstudio's
+        # iteration timer and ETA, its duration logged as "Pseudo-view round (s)"
+        callbacks.append(BetweenIterationsCallback("Pseudo-view round", self.pseudo_view_round,
+                                                   kwargs={"attributes": training_callback_attributes}))
         return callbacks
 
     def pseudo_view_round(self, step: int, attributes: Optional[TrainingCallbackAttributes] = None) -> bool:

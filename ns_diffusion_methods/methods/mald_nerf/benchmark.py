@@ -1,6 +1,6 @@
 """Benchmark ``mald-nerf-oracle``: what supervises the inpainted region best when the 2D inpaintings disagree?
 
-The issue's question (MALD-NeRF's central claim): with view-inconsistent inpaintings, pixel and perceptual losses
+The question (MALD-NeRF's central claim): with view-inconsistent inpaintings, pixel and perceptual losses
 inside the mask average the disagreement into blur, a masked adversarial loss does not. To isolate the loss from the
 quality of an inpainting model, every variant trains on the same **oracle** inpaintings:
 
@@ -8,6 +8,10 @@ quality of an inpainting model, every variant trains on the same **oracle** inpa
   object at that pose), made **view-inconsistent** the way diffusion inpaintings are: a per-view colour shift
   (per-channel gain and offset) and a per-view texture jitter (the background translated by a few pixels);
 - only the object region is replaced; captured pixels stay untouched.
+
+The fills are written to a file (:func:`write_oracle`) and read by the oracle inpainting backend
+(:mod:`ns_diffusion_methods.inpainters.oracle`), selected like any backend:
+``pipeline.inpainter:oracle --pipeline.inpainter.oracle-file FILE``.
 
 Variants (``mald-nerf-small`` sizes, identical except for the loss inside the mask):
 
@@ -26,15 +30,12 @@ full-frame PSNR/SSIM, and the time per training iteration.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from ns_diffusion_methods.inpainters.base import Inpainter, InpainterConfig, check_inputs, composite
 
 #: default parameters (override with ``ns-diffusion benchmark mald-nerf-oracle --set KEY=VALUE``)
 DEFAULTS: Dict[str, Any] = {
@@ -49,51 +50,6 @@ DEFAULTS: Dict[str, Any] = {
 
 
 # ------------------------------------------------------------------------------------------------ the oracle
-@dataclass
-class OracleInpainterConfig(InpainterConfig):
-    """An inpainter that returns precomputed fills (the benchmark's view-inconsistent ground-truth background)."""
-
-    _target: Type = field(default_factory=lambda: OracleInpainter)
-    model: str = "oracle"
-    """Name shown in messages (the fills come from ``oracle_file``)."""
-    oracle_file: Path = Path("oracle.pt")
-    """File with ``captured`` and ``fills``, uint8 ``[N, H, W, 3]``: the training images and their oracle fills."""
-
-
-class OracleInpainter(Inpainter):
-    """Looks up each image among the captured training images and returns that view's oracle fill inside the mask.
-
-    The lookup is by content (the closest captured image), so the oracle needs no view index. It ignores
-    ``start_timestep`` and ``source`` like any classical inpainter.
-    """
-
-    uses_diffusion = False
-    customizable = False
-
-    def __init__(self, config: OracleInpainterConfig, device: Union[str, torch.device] = "cpu") -> None:
-        self.config = config
-        self.device = torch.device(device)
-        data = torch.load(config.oracle_file, map_location="cpu")
-        self.captured = data["captured"].float() / 255.0  # [N, H, W, 3]
-        self.fills = data["fills"].float() / 255.0
-
-    @property
-    def num_train_timesteps(self) -> int:  # noqa: D102
-        return 1000
-
-    @torch.no_grad()
-    def inpaint(self, images: Tensor, masks: Tensor, start_timestep: Optional[int] = None,
-                source: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-        """The oracle fill of each image's view inside its mask, the image itself outside."""
-        check_inputs(images, masks, start_timestep, source, self.num_train_timesteps)
-        fills = []
-        for image in images:
-            query = image.permute(1, 2, 0).cpu()  # [H, W, 3]
-            distance = (self.captured - query[None]).abs().mean(dim=(1, 2, 3))
-            fills.append(self.fills[int(distance.argmin())].permute(2, 0, 1))
-        return composite(images, torch.stack(fills).to(images), masks)
-
-
 def view_inconsistent(background: Tensor, generator: torch.Generator, colour_shift: float, jitter_px: int) -> Tensor:
     """The background ``[H, W, 3]`` with a random per-channel gain/offset and a random translation (texture jitter).
 
@@ -142,18 +98,13 @@ def write_oracle(capture: Path, path: Path, seed: int, colour_shift: float, jitt
 
 # ------------------------------------------------------------------------------------------------ runs
 def _train_with_oracle(capture: Path, output: Path, oracle_file: Path, flags: Sequence[str]) -> Path:
-    """``ns-train mald-nerf-small [flags]`` with the oracle inpainter; returns the run's config.yml."""
-    import tyro
-    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
-    from nerfstudio.scripts.train import main
+    """``ns-train mald-nerf-small [flags] pipeline.inpainter:oracle --pipeline.inpainter.oracle-file FILE``; returns
+    the run's config.yml."""
+    from ns_diffusion_methods.benchmark.nerfstudio_runs import train_run
 
-    from ns_diffusion_methods.benchmark.nerfstudio_runs import UNATTENDED_FLAGS
-
-    args = ["mald-nerf-small", *UNATTENDED_FLAGS, "--output-dir", str(output), "--data", str(capture), *flags]
-    config = tyro.cli(AnnotatedBaseConfigUnion, args=args)
-    config.pipeline.inpainter = OracleInpainterConfig(oracle_file=oracle_file)
-    main(config)
-    return config.get_base_dir() / "config.yml"
+    oracle = ["pipeline.inpainter:oracle", "--pipeline.inpainter.oracle-file", str(oracle_file)]
+    config_path, _ = train_run("mald-nerf-small", capture, output, flags=[*flags, *oracle])
+    return config_path
 
 
 def _reset_profiler() -> None:
@@ -176,7 +127,7 @@ def _seconds_per_iteration() -> Optional[float]:
 def run(spec: Dict[str, Any], output_dir: Path, console) -> List[Dict[str, Any]]:
     """Run the benchmark (see the module docstring); returns one row per variant."""
     from ns_diffusion_methods.benchmark.nerfstudio_runs import eval_run
-    from ns_diffusion_methods.compat.metrics import lpips_metric
+    from ns_diffusion_methods.metrics.lpips import lpips_metric
     from ns_diffusion_methods.synthetic import write_object_removal
 
     params = {**DEFAULTS, **(spec.get("params") or {})}

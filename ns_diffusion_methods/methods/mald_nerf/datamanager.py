@@ -50,9 +50,9 @@ class MaldNerfDataManagerConfig(VanillaDataManagerConfig):
     """Single rays per step, drawn outside the object mask for the reconstruction losses (nerfacto's 4096)."""
     mask_patch_size: int = 64
     """Side in pixels of the patches that overlap the object mask (the discriminator's input size; a power of two).
-    Paper value unknown; 64 [REC]."""
+    The paper does not say; recommended default."""
     num_mask_patches: int = 4
-    """Patches per step for the masked adversarial loss (paper value unknown; 4 [REC], reference §1.5)."""
+    """Patches per step for the masked adversarial loss (the paper does not say; recommended default)."""
     sampling_seed: int = 0
     """Seed of the ray and patch sampling (each rank adds its rank)."""
     inpainted_dtype: Literal["uint8", "float32"] = "uint8"

@@ -1,4 +1,5 @@
-"""``ns-diffusion demo``: remove an object from a 3D capture with MALD-NeRF, on a CPU, in a few minutes.
+"""``ns-diffusion demo`` (:class:`~ns_diffusion_methods.methods.mald_nerf.commands.DemoCommand`): remove an object
+from a 3D capture with MALD-NeRF, on a CPU, in a few minutes.
 
 1. writes the synthetic ``object-removal`` capture (a room with a removable object; training views show it and carry
    object masks, test views are rendered without it);
@@ -19,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -33,134 +33,138 @@ COMPARED = {"masked_psnr": True, "m_lpips": False, "m_lpips_bbox": False}
 SHOWN = ("masked_psnr", "m_lpips", "m_lpips_bbox", "psnr", "ssim", "lpips", "mask_sharpness")
 
 
-@dataclass
-class DemoCommand:
-    """Remove an object from a synthetic 3D capture with MALD-NeRF on the CPU (capture, train, evaluate, picture)."""
+def inpainter_flags(inpainter: str) -> List[str]:
+    """The ``ns-train`` arguments selecting ``inpainter`` ('opencv', or an LDM: 'tiny', a Hub id or a folder); they
+    come after every other flag (a backend's flags follow its subcommand)."""
+    if inpainter == "opencv":
+        return ["pipeline.inpainter:opencv"]
+    return ["pipeline.inpainter:ldm", "--pipeline.inpainter.model", inpainter]
 
-    output: Path = Path("outputs/mald-nerf-demo")
-    """Folder for the capture, the run, the picture and the metrics (replaced pieces are rewritten)."""
-    seed: int = 0
-    """Seed of the synthetic scene."""
-    image_size: int = 64
-    """Image width in pixels (the height is 3/4 of it)."""
-    num_views: int = 24
-    """Training views (with the object and its mask)."""
-    num_eval_views: int = 8
-    """Test views (rendered without the object)."""
-    max_num_iterations: Optional[int] = None
-    """Training iterations; default is mald-nerf-small's."""
-    inpainter: str = "opencv"
-    """Inpainter: 'opencv' (default, offline), 'tiny', or a diffusers inpainting model id or folder."""
 
-    def main(self) -> int:
-        """Run the demo; returns the exit code."""
-        from ns_diffusion_methods.benchmark.nerfstudio_runs import eval_run, train_run
-        from ns_diffusion_methods.compat.device import default_device_type
+def run_demo(output: Path, seed: int = 0, image_size: int = 64, num_views: int = 24, num_eval_views: int = 8,
+             max_num_iterations: Optional[int] = None, inpainter: str = "opencv") -> int:
+    """Run the demo (the steps of the module docstring) into ``output``; returns the exit code.
 
-        console = Console()
-        started = time.perf_counter()
-        output = self.output.expanduser().resolve()
-        output.mkdir(parents=True, exist_ok=True)
-        capture = output / "capture"
+    Args:
+        output: folder for the capture, the run, the picture and the metrics.
+        seed: seed of the synthetic scene.
+        image_size: image width in pixels (the height is 3/4 of it).
+        num_views: training views (with the object and its mask).
+        num_eval_views: test views (rendered without the object).
+        max_num_iterations: training iterations; default is mald-nerf-small's.
+        inpainter: 'opencv', 'tiny', or a diffusers inpainting model id or folder.
+    """
+    from ns_diffusion_methods.benchmark.nerfstudio_runs import eval_run, train_run
+    from ns_diffusion_methods.compat.device import default_device_type
 
-        console.rule("[bold]1/4 Synthetic object-removal capture")
-        self._write_capture(capture, console)
+    console = Console()
+    started = time.perf_counter()
+    output = output.expanduser().resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    capture = output / "capture"
 
-        console.rule("[bold]2/4 Training mald-nerf-small")
-        flags = ["--machine.device-type", default_device_type(), "--pipeline.inpainter.model", self.inpainter]
-        if self.max_num_iterations is not None:
-            flags += ["--max-num-iterations", str(self.max_num_iterations)]
-        console.print("Equivalent command: ns-train mald-nerf-small " + " ".join(flags) + f" --data {capture}")
-        config_path, train_seconds = train_run("mald-nerf-small", capture, output / "runs", flags=flags)
+    console.rule("[bold]1/4 Synthetic object-removal capture")
+    _write_capture(capture, console, seed, image_size, num_views, num_eval_views)
 
-        console.rule("[bold]3/4 Evaluating the test views (ns-eval)")
-        renders = output / "renders"
-        evaluation = eval_run(config_path, output_path=output / "eval.json", render_output_path=renders)
-        rendered_metrics = {k: v for k, v in evaluation["results"].items() if not k.endswith("_std")}
+    console.rule("[bold]2/4 Training mald-nerf-small")
+    flags = ["--machine.device-type", default_device_type()]
+    if max_num_iterations is not None:
+        flags += ["--max-num-iterations", str(max_num_iterations)]
+    flags += inpainter_flags(inpainter)
+    console.print(f"Equivalent command: ns-train mald-nerf-small --data {capture} " + " ".join(flags))
+    config_path, train_seconds = train_run("mald-nerf-small", capture, output / "runs", flags=flags)
 
-        console.rule("[bold]4/4 Comparison with the captured views (object still in them)")
-        captured_metrics, captured_images = self._captured_baseline(capture, renders)
-        picture = output / "before_after.png"
-        write_before_after(captured_images, renders, picture)
+    console.rule("[bold]3/4 Evaluating the test views (ns-eval)")
+    renders = output / "renders"
+    evaluation = eval_run(config_path, output_path=output / "eval.json", render_output_path=renders)
+    rendered_metrics = {k: v for k, v in evaluation["results"].items() if not k.endswith("_std")}
 
-        verdict = compare(rendered_metrics, captured_metrics)
-        report = {
-            "method": "mald-nerf-small", "inpainter": self.inpainter, "config": str(config_path),
-            "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started,
-            "mald_nerf": rendered_metrics, "captured_with_object": captured_metrics, "comparison": verdict,
-            "better_than_captured": all(v["better"] for v in verdict.values()) and bool(verdict),
-        }
-        metrics_path = output / "metrics.json"
-        metrics_path.write_text(json.dumps(report, indent=2))
-        self._print_summary(console, report, picture, metrics_path, config_path)
-        return 0 if report["better_than_captured"] else 1
+    console.rule("[bold]4/4 Comparison with the captured views (object still in them)")
+    captured_metrics, captured_images = _captured_baseline(capture, renders)
+    picture = output / "before_after.png"
+    write_before_after(captured_images, renders, picture)
 
-    # -------------------------------------------------------------------------------------------------- steps
-    def _write_capture(self, capture: Path, console: Console) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    verdict = compare(rendered_metrics, captured_metrics)
+    report = {
+        "method": "mald-nerf-small", "inpainter": inpainter, "config": str(config_path),
+        "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started,
+        "mald_nerf": rendered_metrics, "captured_with_object": captured_metrics, "comparison": verdict,
+        "better_than_captured": all(v["better"] for v in verdict.values()) and bool(verdict),
+    }
+    metrics_path = output / "metrics.json"
+    metrics_path.write_text(json.dumps(report, indent=2))
+    _print_summary(console, report, picture, metrics_path, config_path)
+    return 0 if report["better_than_captured"] else 1
 
-        from ns_diffusion_methods.synthetic import write_object_removal
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as progress:
-            task = progress.add_task("Rendering views", total=self.num_views + self.num_eval_views)
-            write_object_removal(capture, seed=self.seed, image_size=self.image_size, num_views=self.num_views,
-                                 num_eval_views=self.num_eval_views,
-                                 progress=lambda done, total: progress.update(task, completed=done, total=total))
-        console.print(f"Capture written to {capture}")
+# ------------------------------------------------------------------------------------------------------ steps
+def _write_capture(capture: Path, console: Console, seed: int, image_size: int, num_views: int,
+                   num_eval_views: int) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def _captured_baseline(self, capture: Path, renders: Path) -> Tuple[Dict[str, float], List[torch.Tensor]]:
-        """The test views as captured with the object still there, and their metrics against the ground truth."""
-        from ns_diffusion_methods.data.object_mask_data import ObjectMaskDataParserConfig
-        from ns_diffusion_methods.metrics import default_lpips, object_removal_metrics
-        from ns_diffusion_methods.methods.mald_nerf.evaluation import aggregate
-        from ns_diffusion_methods.synthetic import render_nerfstudio_cameras
-        from ns_diffusion_methods.synthetic.render import to_image_uint8
-        from ns_diffusion_methods.synthetic.scene import Scene
+    from ns_diffusion_methods.synthetic import write_object_removal
 
-        outputs = ObjectMaskDataParserConfig(data=capture).setup().get_dataparser_outputs("test")
-        scene = Scene.from_json(capture / "scene.json")
-        with_object = render_nerfstudio_cameras(scene, outputs.cameras, outputs.dataparser_transform,
-                                                outputs.dataparser_scale, include_removable=True)
-        images = [to_image_uint8(image).float() / 255.0 for image in with_object]  # as a camera would save them
-        lpips = default_lpips()
-        per_view = []
-        for index, image in enumerate(images):
-            gt = _read(renders / f"{index:04d}_gt.png")
-            mask = _read(renders / f"{index:04d}_mask.png")[..., :1] > 0.5
-            per_view.append(object_removal_metrics(_nchw(image), _nchw(gt), _nchw(mask), lpips=lpips))
-        return aggregate(per_view, get_std=False), images
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("Rendering views", total=num_views + num_eval_views)
+        write_object_removal(capture, seed=seed, image_size=image_size, num_views=num_views,
+                             num_eval_views=num_eval_views,
+                             progress=lambda done, total: progress.update(task, completed=done, total=total))
+    console.print(f"Capture written to {capture}")
 
-    def _print_summary(self, console: Console, report: Dict, picture: Path, metrics_path: Path,
-                       config_path: Path) -> None:
-        table = Table(title="Test views: MALD-NeRF render vs the captured view with the object (ground truth: "
-                            "the view without it)")
-        table.add_column("metric")
-        table.add_column("captured (object still there)", justify="right")
-        table.add_column("mald-nerf-small render", justify="right")
-        table.add_column("better", justify="center")
-        ours, theirs = report["mald_nerf"], report["captured_with_object"]
-        for key in SHOWN:
-            if key not in ours and key not in theirs:
-                continue
-            mark = ""
-            if key in report["comparison"]:
-                mark = "[green]yes[/green]" if report["comparison"][key]["better"] else "[red]no[/red]"
-            table.add_row(key, _fmt(theirs.get(key)), _fmt(ours.get(key)), mark)
-        console.print(table)
-        missing = [k for k in ("m_lpips", "m_lpips_bbox") if k not in ours]
-        if missing:
-            console.print(f"[yellow]{', '.join(missing)} unavailable: the LPIPS backbone weights could not be "
-                          f"obtained (offline); masked PSNR is compared.[/yellow]")
-        verdict = ("[bold green]The rendered test views score better than the captured views inside the object "
-                   "region.[/bold green]" if report["better_than_captured"] else
-                   "[bold red]The rendered test views do NOT score better than the captured views.[/bold red]")
-        console.print(verdict)
-        console.print(f"Before/after picture: {picture}\n  (per test view: captured with the object | rendered "
-                      f"without it | ground truth)")
-        console.print(f"Metrics:              {metrics_path}")
-        console.print(f"Run (ns-viewer / ns-render --load-config): {config_path}")
-        console.print(f"Total time: {report['total_seconds']:.0f} s (training {report['train_seconds']:.0f} s)")
+
+def _captured_baseline(capture: Path, renders: Path) -> Tuple[Dict[str, float], List[torch.Tensor]]:
+    """The test views as captured with the object still there, and their metrics against the ground truth."""
+    from ns_diffusion_methods.data.object_mask_data import ObjectMaskDataParserConfig
+    from ns_diffusion_methods.methods.mald_nerf.evaluation import aggregate
+    from ns_diffusion_methods.metrics import default_lpips, object_removal_metrics
+    from ns_diffusion_methods.synthetic import render_nerfstudio_cameras
+    from ns_diffusion_methods.synthetic.render import to_image_uint8
+    from ns_diffusion_methods.synthetic.scene import Scene
+
+    outputs = ObjectMaskDataParserConfig(data=capture).setup().get_dataparser_outputs("test")
+    scene = Scene.from_json(capture / "scene.json")
+    with_object = render_nerfstudio_cameras(scene, outputs.cameras, outputs.dataparser_transform,
+                                            outputs.dataparser_scale, include_removable=True)
+    images = [to_image_uint8(image).float() / 255.0 for image in with_object]  # as a camera would save them
+    lpips = default_lpips()
+    per_view = []
+    for index, image in enumerate(images):
+        gt = _read(renders / f"{index:04d}_gt.png")
+        mask = _read(renders / f"{index:04d}_mask.png")[..., :1] > 0.5
+        per_view.append(object_removal_metrics(_nchw(image), _nchw(gt), _nchw(mask), lpips=lpips))
+    return aggregate(per_view, get_std=False), images
+
+
+def _print_summary(console: Console, report: Dict, picture: Path, metrics_path: Path, config_path: Path) -> None:
+    table = Table(title="Test views: MALD-NeRF render vs the captured view with the object (ground truth: "
+                        "the view without it)")
+    table.add_column("metric")
+    table.add_column("captured (object still there)", justify="right")
+    table.add_column("mald-nerf-small render", justify="right")
+    table.add_column("better", justify="center")
+    ours, theirs = report["mald_nerf"], report["captured_with_object"]
+    for key in SHOWN:
+        if key not in ours and key not in theirs:
+            continue
+        mark = ""
+        if key in report["comparison"]:
+            mark = "[green]yes[/green]" if report["comparison"][key]["better"] else "[red]no[/red]"
+        table.add_row(key, _fmt(theirs.get(key)), _fmt(ours.get(key)), mark)
+    console.print(table)
+    missing = [k for k in ("m_lpips", "m_lpips_bbox") if k not in ours]
+    if missing:
+        console.print(f"[yellow]{', '.join(missing)} unavailable: the LPIPS backbone weights could not be "
+                      f"obtained (offline); masked PSNR is compared.[/yellow]")
+    verdict = ("[bold green]The rendered test views score better than the captured views inside the object "
+               "region.[/bold green]" if report["better_than_captured"] else
+               "[bold red]The rendered test views do NOT score better than the captured views.[/bold red]")
+    console.print(verdict)
+    console.print(f"Before/after picture: {picture}\n  (per test view: captured with the object | rendered "
+                  f"without it | ground truth)")
+    console.print(f"Metrics:              {metrics_path}")
+    console.print(f"Run (ns-viewer / ns-render --load-config): {config_path}")
+    console.print(f"Total time: {report['total_seconds']:.0f} s (training {report['train_seconds']:.0f} s)")
 
 
 def compare(ours: Dict[str, float], captured: Dict[str, float]) -> Dict[str, Dict]:
@@ -175,7 +179,7 @@ def compare(ours: Dict[str, float], captured: Dict[str, float]) -> Dict[str, Dic
 
 def write_before_after(captured: List[torch.Tensor], renders: Path, path: Path, scale: int = 4) -> None:
     """One row per test view: captured view with the object | rendered | ground truth, upscaled ``scale`` x."""
-    from PIL import Image
+    from ns_diffusion_methods.data.images import resize_array, save_image
 
     rows = []
     for index, before in enumerate(captured):
@@ -186,17 +190,15 @@ def write_before_after(captured: List[torch.Tensor], renders: Path, path: Path, 
         rows.append(torch.ones(2, rows[-1].shape[1], 3))
     grid = torch.cat(rows[:-1], dim=0)
     array = (grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    image = Image.fromarray(array)
-    image = image.resize((image.width * scale, image.height * scale), resample=Image.Resampling.NEAREST)
-    image.save(path)
+    height, width = array.shape[:2]
+    save_image(resize_array(array, (height * scale, width * scale), resample="nearest"), path)
 
 
 def _read(path: Path) -> torch.Tensor:
-    import numpy as np
-    from PIL import Image
+    """An image file as ``[H, W, 3]`` in [0, 1]."""
+    from ns_diffusion_methods.data.images import load_image
 
-    with Image.open(path) as image:
-        return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
+    return load_image(path).permute(1, 2, 0)
 
 
 def _nchw(image: torch.Tensor) -> torch.Tensor:

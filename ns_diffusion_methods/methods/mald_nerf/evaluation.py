@@ -1,4 +1,5 @@
-"""MALD-NeRF evaluation on the object-free test views (``ns-eval``), following the paper's protocol (reference §2.4).
+"""MALD-NeRF evaluation on the object-free test views (``ns-eval``), following the paper's protocol (SPIn-NeRF's test
+views).
 
 Per test view (rendered vs ground truth photographed without the object):
 
@@ -80,9 +81,8 @@ def evaluate_test_views(pipeline: Any, output_path: Optional[Path] = None, get_s
     Returns:
         metric -> value, plus ``num_rays_per_sec`` and ``fps`` like nerfstudio's evaluation.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from nerfstudio.utils.rich_utils import CONSOLE
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     model = pipeline.model
     device = pipeline.device
@@ -121,7 +121,8 @@ def evaluate_test_views(pipeline: Any, output_path: Optional[Path] = None, get_s
                 _save_png(rgb, output_path / f"{index:04d}_rendered.png")
                 _save_png(gt, output_path / f"{index:04d}_gt.png")
                 if "object_mask" in batch:
-                    _save_png(batch["object_mask"].float().expand(height, width, 3), output_path / f"{index:04d}_mask.png")
+                    mask = batch["object_mask"].float().expand(height, width, 3)
+                    _save_png(mask, output_path / f"{index:04d}_mask.png")
             progress.advance(task)
     results = aggregate(per_view, get_std)
     if fid_kid.num_images >= 2:

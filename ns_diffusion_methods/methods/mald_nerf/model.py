@@ -1,8 +1,7 @@
 """MALD-NeRF's NeRF: nerfacto with the reconstruction-region losses of the paper.
 
 "Taming Latent Diffusion Model for Neural Radiance Field Inpainting", Lin et al., ECCV 2024
-(https://arxiv.org/abs/2404.09995). The paper's reconstruction-region objective is Zip-NeRF's loss set
-(reference ``mald-nerf.md`` §1.3-§1.4)::
+(https://arxiv.org/abs/2404.09995). The paper's reconstruction-region objective is Zip-NeRF's loss set::
 
     L^r = λ_pix L_pix + λ_inter L_inter + λ_distort L_distort + λ_decay L_decay
 
@@ -38,6 +37,7 @@ from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from torch import Tensor, nn
 
 from ns_diffusion_methods.compat.device import default_implementation
+from ns_diffusion_methods.metrics.lpips import package_lpips_in_stock_models
 
 
 def hash_grid_decay(module: nn.Module) -> Tensor:
@@ -93,12 +93,12 @@ class MaldNerfModelConfig(NerfactoModelConfig):
     pixel_loss_type: Literal["mse", "charbonnier", "l1"] = "mse"
     """Pixel loss outside the mask: 'mse' (nerfacto), 'charbonnier' (Zip-NeRF, padding below) or 'l1'."""
     pixel_loss_mult: float = 1.0
-    """λ_pix, weight of the pixel loss outside the object mask (paper value unknown; 1.0 as nerfacto/Zip-NeRF
-    [REC])."""
+    """λ_pix, weight of the pixel loss outside the object mask (the paper does not say; 1.0 as in nerfacto and
+    Zip-NeRF)."""
     charbonnier_padding: float = 1e-3
     """Padding of the Charbonnier loss (Zip-NeRF: 1e-3)."""
     hash_decay_loss_mult: float = 0.1
-    """λ_decay, weight of the hash-grid normalised weight decay (Zip-NeRF's 0.1 [REC]; 0 turns it off)."""
+    """λ_decay, weight of the hash-grid normalised weight decay (Zip-NeRF's value: 0.1; 0 turns it off)."""
     inside_l1_loss_mult: float = 0.0
     """Ablation: weight of an L1 loss inside the object mask against the current inpainted images. The paper uses
     none (0); its ablation shows L1 inside the mask is harmful."""
@@ -116,7 +116,8 @@ class MaldNerfModel(NerfactoModel):
     config: MaldNerfModelConfig
 
     def populate_modules(self):  # noqa: D102
-        super().populate_modules()
+        with package_lpips_in_stock_models():  # nerfacto builds LPIPS here: unavailable offline, not fatal
+            super().populate_modules()
         if self.config.hash_decay_loss_mult > 0 and any(
                 isinstance(m, MLPWithHashEncoding) and not isinstance(m.model, nn.Sequential) for m in self.modules()):
             warnings.warn("tiny-cuda-nn fuses the field's hash grid with its MLP: the hash decay applies to the fused "

@@ -15,17 +15,25 @@
   updated from the same iteration (simultaneous updates), with gradients kept apart: the NeRF's adversarial terms go
   through the discriminator with *detached* parameters, and the discriminator's terms see *detached* renders. Each
   optimizer therefore only ever receives the gradient of its own player's objective.
-- **Scene customisation**: before training, the inpainting LDM is LoRA-fine-tuned on the training images with random
-  rectangles, the loss zeroed on the object mask, with a scene token in the prompt. The result is cached on disk (keyed
-  by the data and the base model) and reused.
-- **Iterative dataset update**: the training views are first inpainted from the captured images, from pure noise;
-  then at steps U, 2U, ..., (K + 1) U (``update_every`` U, ``num_updates`` K) update ``k = 0, 1, ..., K`` renders each
-  view (no gradients), noises it to ``t(k) = t_max - (t_max - t_min) sqrt(k / K)`` (so from ``t_max`` down to
-  ``t_min``) and re-inpaints it by partial DDIM, conditioned on the masked captured image. Captured pixels outside
-  the mask are kept exactly. The results are the datamanager's ``inpainted``
+- **Scene customisation** (LDM inpainter only, ``--pipeline.inpainter.customize``): when training starts, the
+  inpainting LDM is LoRA-fine-tuned on the training images with random rectangles, the loss zeroed on the object
+  mask, with a scene token in the prompt. The result is cached on disk (keyed by the data and the base model) and
+  reused; the loss curve is logged (``Customization/loss``).
+- **Iterative dataset update**: when training starts, the training views are first inpainted from the captured
+  images (an LDM starts from pure noise); then at steps U, 2U, ..., (K + 1) U (``update_every`` U, ``num_updates`` K)
+  update ``k = 0, 1, ..., K`` renders each view (no gradients), noises it to ``t(k) = t_max - (t_max - t_min)
+  sqrt(k / K)`` (so from ``t_max`` down to ``t_min``) and re-inpaints it by partial DDIM, conditioned on the masked
+  captured image. Captured pixels outside the mask are kept exactly. Backends that ignore renders (OpenCV, the
+  oracle) get no updates: they would repeat the first inpainting. The results are the datamanager's ``inpainted``
   :class:`~ns_diffusion_methods.dataset_updates.ImageStore` (checkpointed; restored by ``--load-dir``, which then does
   not inpaint again), logged as images, and shown on the training cameras in the viewer. With several GPUs each rank
   inpaints its share of the views and all ranks gather the results.
+
+  The updates run between training iterations (:class:`~ns_diffusion_methods.engine.BetweenIterationsCallback`, an
+  update due before step ``s`` runs right after iteration ``s - 1``), outside nerfstudio's iteration timer, so
+  ``Train Iter (time)``, ``Train Rays / Sec`` and the ETA measure training alone; each update's duration is logged as
+  ``Dataset update (s)``. The customisation and the first inpainting run when training starts, before iteration
+  ``0``, also outside the timer, after one line saying what the run will and will not do.
 
 The diffusion model is built only for training (``test_mode == "val"``) and never stored in checkpoints.
 Evaluation (``ns-eval``) adds masked PSNR, M-LPIPS (both published definitions) and FID/KID over the test views to
@@ -34,6 +42,7 @@ nerfacto's full-frame metrics (:mod:`~ns_diffusion_methods.methods.mald_nerf.eva
 
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -43,8 +52,8 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 import torch
 import torch.distributed as dist
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
-from nerfstudio.utils import writer
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+from nerfstudio.utils import comms, writer
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor, nn
 from torch.cuda.amp.grad_scaler import GradScaler
@@ -52,6 +61,8 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from ns_diffusion_methods.data.checks import require_object_free_views
 from ns_diffusion_methods.dataset_updates import render_camera_outputs, run_sharded
 from ns_diffusion_methods.diffusion.untrained import mark_untrained
+from ns_diffusion_methods.engine.callbacks import BetweenIterationsCallback
+from ns_diffusion_methods.engine.pipeline import DiffusionPipeline
 from ns_diffusion_methods.gan import (
     PatchDiscriminator,
     PatchDiscriminatorConfig,
@@ -61,7 +72,7 @@ from ns_diffusion_methods.gan import (
     lazy_r1_loss,
     mask_outside,
 )
-from ns_diffusion_methods.inpainters import Inpainter, InpainterConfig, composite
+from ns_diffusion_methods.inpainters import AnnotatedInpainterUnion, Inpainter, LDMInpainterConfig, composite
 from ns_diffusion_methods.methods.mald_nerf.datamanager import MaldNerfDataManager, MaldNerfDataManagerConfig
 from ns_diffusion_methods.methods.mald_nerf.model import MaldNerfModel, MaldNerfModelConfig
 from ns_diffusion_methods.methods.mald_nerf.schedule import idu_timestep, update_index, update_steps
@@ -71,8 +82,8 @@ from ns_diffusion_methods.methods.mald_nerf.schedule import idu_timestep, update
 class MaldNerfPipelineConfig(VanillaPipelineConfig):
     """MALD-NeRF: masked adversarial training, scene-customised inpainting LDM, iterative dataset update.
 
-    No numeric hyper-parameter of the paper is public (reference §1.9); defaults marked [REC] come from the building
-    blocks (StyleGAN2, LaMa, nerfiller, Zip-NeRF) and are all flags.
+    No numeric hyper-parameter of the paper is public; the defaults come from the building blocks (StyleGAN2, LaMa,
+    nerfiller, Zip-NeRF), as each flag says, and are all flags.
     """
 
     _target: Type = field(default_factory=lambda: MaldNerfPipeline)
@@ -82,23 +93,25 @@ class MaldNerfPipelineConfig(VanillaPipelineConfig):
     """nerfacto with the reconstruction-region losses."""
     discriminator: PatchDiscriminatorConfig = field(default_factory=PatchDiscriminatorConfig)
     """Patch discriminator; its patch size is always the datamanager's mask-patch-size."""
-    inpainter: InpainterConfig = field(default_factory=InpainterConfig)
-    """Inpainting backend: a diffusers inpainting LDM (Hub id or folder), 'opencv' or 'tiny'."""
+    inpainter: AnnotatedInpainterUnion = field(default_factory=LDMInpainterConfig)
+    """Inpainting backend: a subcommand after the other flags, followed by its own flags (e.g. pipeline.inpainter:ldm
+    --pipeline.inpainter.model tiny)."""
 
     # masked adversarial training
     adversarial: bool = True
     """Train the inpainted region with the masked adversarial loss (False: ablation without it)."""
     adversarial_loss_mult: float = 0.05
-    """λ_adv, weight of the NeRF's non-saturating adversarial loss (paper value unknown; 0.01-0.1 relative to the
-    pixel loss [REC])."""
+    """λ_adv, weight of the NeRF's non-saturating adversarial loss (the paper does not say; recommended default, in
+    the 0.01-0.1 range relative to the pixel loss)."""
     feature_matching_loss_mult: float = 1.0
-    """λ_fm, weight of the discriminator feature-matching loss (paper value unknown; 1-10 [REC])."""
+    """λ_fm, weight of the discriminator feature-matching loss (the paper does not say; recommended default, in the
+    1-10 range; LaMa weighs it 10x its adversarial loss)."""
     feature_matching_kind: Literal["l1", "l2"] = "l1"
     """Distance of the feature-matching loss: 'l1' (pix2pixHD) or 'l2' (LaMa)."""
     r1_gamma: float = 10.0
-    """γ of the R1 penalty on real patches (StyleGAN2: 10 [REC])."""
+    """γ of the R1 penalty on real patches (StyleGAN2's value: 10)."""
     r1_every: int = 16
-    """Lazy R1: apply it every this-many steps, scaled by the interval (StyleGAN2: 16)."""
+    """Lazy R1: apply it every this-many steps, scaled by the interval (StyleGAN2's value: 16)."""
     mask_discriminator_input: bool = True
     """Black out the pixels outside the object mask in real and fake patches (False: ablation, full patches)."""
     adversarial_start_step: int = 0
@@ -107,30 +120,24 @@ class MaldNerfPipelineConfig(VanillaPipelineConfig):
     """Ablation: weight of an LPIPS loss between masked rendered and masked inpainted patches (the paper uses none
     inside the mask). Needs the LPIPS backbone weights."""
 
-    # scene customisation
-    customize: bool = True
-    """LoRA-customise the inpainting LDM on the scene before training (False: ablation without customisation).
-    Ignored for backends without weights (opencv) and when --pipeline.inpainter.lora-path is set."""
-    customization_cache_dir: Optional[Path] = None
-    """Where customised LoRA weights are cached (keyed by data, model and settings); default
-    $NS_DIFFUSION_CACHE/customization or ~/.cache/ns-diffusion/customization. The LoRA settings are
-    --pipeline.inpainter.customization.*."""
-
     # iterative dataset update
     dataset_update: bool = True
     """Re-inpaint the training views from the current renders during training (False: ablation, only the first
-    inpainting). Classical inpainters (opencv) ignore renders, so with them the updates are skipped."""
+    inpainting). Backends that ignore renders (opencv, oracle) get no updates: they would repeat the first
+    inpainting."""
     update_every: int = 2500
-    """U: training steps between dataset updates; the first is at step U (paper value unknown; 1000-2500 [REC],
-    nerfiller 1000)."""
+    """U: training steps between dataset updates; the first is at step U (the paper does not say; recommended
+    default in the 1000-2500 range, nerfiller's default is 1000)."""
     num_updates: int = 8
     """K of t(k) = t_max - (t_max - t_min) sqrt(k / K): the dataset updates are k = 0, 1, ..., K, i.e. K + 1 updates,
-    at steps U, 2U, ..., (K + 1) U, from t_max down to t_min (paper value unknown [REC]). 0 = one update, at t_max.
-    Updates after the run's last step do not happen (a message says so at the start)."""
+    at steps U, 2U, ..., (K + 1) U, from t_max down to t_min (the paper does not say; recommended default). 0 = one
+    update, at t_max. Updates after the run's last step do not happen (the run says so when it starts)."""
     t_max: float = 0.98
-    """Start noise level of the first update (k = 0), as a fraction of the LDM's T timesteps (≈0.98 [REC])."""
+    """Start noise level of the first update (k = 0), as a fraction of the LDM's T timesteps (recommended default;
+    nerfiller anneals from 1.0)."""
     t_min: float = 0.3
-    """Start noise level of the last update (k = K), as a fraction of T (0.2-0.4 [REC])."""
+    """Start noise level of the last update (k = K), as a fraction of T (recommended default in the 0.2-0.4 range;
+    nerfiller anneals down to 0.4)."""
     update_seed: int = 0
     """Seed of the inpainting noise (per view and update, so results do not depend on the number of GPUs)."""
     num_logged_images: int = 4
@@ -145,8 +152,15 @@ class MaldNerfPipelineConfig(VanillaPipelineConfig):
                              f"t_max={self.t_max}.")
 
     def pretrained_models(self) -> Dict[str, str]:
-        """The pretrained-weight slots: flag -> model name (:mod:`ns_diffusion_methods.diffusion.untrained`)."""
-        return {"--pipeline.inpainter.model": self.inpainter.model}
+        """The pretrained-weight slots: flag -> model name (:mod:`ns_diffusion_methods.diffusion.untrained`); the
+        inpainting backend names its own."""
+        return self.inpainter.pretrained_models("--pipeline.inpainter")
+
+
+def _log_learning_rate(optimizers: Any, group: str, step: int) -> None:
+    """Log the learning rate of param group ``group`` as nerfstudio logs those of the groups with a scheduler."""
+    writer.put_scalar(name=f"learning_rate/{group}", scalar=optimizers.optimizers[group].param_groups[0]["lr"],
+                      step=step)
 
 
 def _average_gradients_across_ranks(module: nn.Module, world_size: int) -> None:
@@ -161,15 +175,16 @@ def _average_gradients_across_ranks(module: nn.Module, world_size: int) -> None:
         param.register_post_accumulate_grad_hook(hook)
 
 
-class MaldNerfPipeline(VanillaPipeline):
+class MaldNerfPipeline(DiffusionPipeline):
     """See the module docstring."""
 
     config: MaldNerfPipelineConfig
     datamanager: MaldNerfDataManager
     _model: MaldNerfModel
 
-    def __init__(self, config: MaldNerfPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
-                 world_size: int = 1, local_rank: int = 0, grad_scaler: Optional[GradScaler] = None) -> None:
+    def __init__(self, config: MaldNerfPipelineConfig, device: str,
+                 test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
+                 grad_scaler: Optional[GradScaler] = None) -> None:
         super().__init__(config, device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank,
                          grad_scaler=grad_scaler)
         config.discriminator.patch_size = config.datamanager.mask_patch_size
@@ -178,8 +193,10 @@ class MaldNerfPipeline(VanillaPipeline):
             _average_gradients_across_ranks(self.discriminator, world_size)
         self._training_only: Dict[str, Any] = {}  # not registered: never in checkpoints
         self._trainer = None
-        if test_mode == "val":
-            self._training_only["inpainter"] = self._build_inpainter(device, world_size, local_rank)
+        self._end_step: Optional[int] = None  # the first step this run does not train (set when training starts)
+        self._local_rank = local_rank
+        if test_mode == "val":  # the weights are loaded (and checked) here; customisation waits for training
+            self._training_only["inpainter"] = config.inpainter.setup(device=device)
 
     # ---------------------------------------------------------------------------------------------------- setup
     @cached_property  # not a property: the viewer reads every property of the pipeline, cached ones excepted
@@ -188,28 +205,6 @@ class MaldNerfPipeline(VanillaPipeline):
         if "inpainter" not in self._training_only:
             raise RuntimeError("The inpainter is only built for training (test_mode 'val').")
         return self._training_only["inpainter"]
-
-    def _build_inpainter(self, device: str, world_size: int, local_rank: int) -> Inpainter:
-        """Build the inpainter; customise it on the scene first if asked (cached; rank 0 first with several GPUs)."""
-        config = self.config.inpainter
-        inpainter = config.setup(device=device)
-        if not (self.config.customize and inpainter.customizable and config.lora_path is None):
-            return inpainter
-        from ns_diffusion_methods.inpainters.customization import customize
-
-        dm = self.datamanager
-        images = dm.captured.permute(0, 3, 1, 2).contiguous()  # [N, 3, H, W]
-        masks = dm.object_masks[:, None]  # [N, 1, H, W], True = object: excluded from the customisation loss
-        if world_size > 1 and local_rank != 0:
-            dist.barrier()  # rank 0 customises and fills the cache; the others then load it
-        # the adapter is trained into (or loaded from the cache into) this inpainter in place
-        folder = customize(images, masks, config, self.config.customization_cache_dir, device=device,
-                           inpainter=inpainter, console=CONSOLE)
-        if world_size > 1 and local_rank == 0:
-            dist.barrier()
-        if folder is not None:
-            config.lora_path = folder
-        return inpainter
 
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
         """The model's groups plus ``discriminator`` (its optimizer is in the method's ``optimizers``)."""
@@ -225,53 +220,176 @@ class MaldNerfPipeline(VanillaPipeline):
 
             show_training_images(viewer_state, self.datamanager)
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        """nerfacto's callbacks plus the dataset update, checked before every iteration."""
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes
+                               ) -> List[TrainingCallback]:
+        """Start training (:meth:`start_training`: plan, customisation, first inpainting), then nerfacto's callbacks,
+        the dataset updates between iterations and the discriminator's learning rate in the logs.
+
+        nerfstudio calls this once its checkpoint (``--load-dir``) is loaded and before the first iteration.
+        """
         self._trainer = training_callback_attributes.trainer
         trainer_config = getattr(self._trainer, "config", None)
-        if trainer_config is not None:  # the steps this run trains: nerfstudio's range(start, start + max iterations)
-            first = int(getattr(self._trainer, "_start_step", 0))
-            self.note_missed_updates(first, first + int(trainer_config.max_num_iterations))
+        first = int(getattr(self._trainer, "_start_step", 0))
+        # the steps this run trains: nerfstudio's range(start, start + max iterations)
+        end = first + int(trainer_config.max_num_iterations) if trainer_config is not None else None
+        self.start_training(first, end)
         callbacks = super().get_training_callbacks(training_callback_attributes)
-        callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
-                                          func=self.maybe_update_dataset))
+        callbacks.append(BetweenIterationsCallback("Dataset update", func=self.update_after_iteration))
+        optimizers = training_callback_attributes.optimizers
+        if optimizers is not None and "discriminator" in optimizers.optimizers \
+                and "discriminator" not in optimizers.schedulers:
+            # nerfstudio logs learning_rate/GROUP for the groups with a scheduler only
+            callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                                              func=_log_learning_rate, args=[optimizers, "discriminator"]))
         return callbacks
 
-    # ---------------------------------------------------------------------------------------- dataset update
-    def note_missed_updates(self, first_step: int, end_step: int) -> List[int]:
-        """Say which dataset updates fall outside the steps ``first_step .. end_step - 1`` this run trains.
+    # ---------------------------------------------------------------------------------------- training start
+    def start_training(self, first_step: int = 0, end_step: Optional[int] = None) -> None:
+        """Prepare the training of steps ``first_step .. end_step - 1`` (``end_step`` None: unknown); run once.
 
-        Returns those updates' steps (printed once when there are any and the updates would run at all).
+        Outside nerfstudio's iteration timer, before the first iteration: print the plan line (:meth:`plan`),
+        customise the LDM on the scene (:meth:`customize_inpainter`), inpaint the training views for the first time
+        unless a loaded checkpoint holds them, and run the dataset update due at ``first_step`` if the checkpoint
+        was written before it (the final checkpoint of a run). Each piece logs its duration.
         """
-        if not (self.config.dataset_update and self.inpainter.uses_diffusion):
-            return []
-        steps = update_steps(self.config.update_every, self.config.num_updates)
-        missed = [s for s in steps if s >= end_step]
-        if missed:
-            CONSOLE.print(f"[yellow]{len(missed)} of the {len(steps)} dataset updates (steps "
-                          f"{', '.join(map(str, steps))}) come after the last training step {end_step - 1} and will "
-                          f"not happen: raise --max-num-iterations or lower --pipeline.update-every / "
-                          f"--pipeline.num-updates.[/yellow]")
-        return missed
+        if self._training_only.get("started"):
+            return
+        self._training_only["started"] = True
+        self._end_step = end_step
+        if comms.is_main_process():
+            CONSOLE.print(self.plan(first_step, end_step), soft_wrap=True)
+        timed = [("Customization (s)", self.customize_inpainter)]
+        if not bool(self.datamanager.inpainted.filled.all()):
+            timed.append(("First inpainting (s)", lambda: self.update_dataset(first_step, None)))
+        elif self.config.dataset_update and self.inpainter.uses_diffusion:
+            k = update_index(first_step, self.config.update_every, self.config.num_updates)
+            if k is not None and int(self.datamanager.inpainted.last_step.min()) < first_step:
+                timed.append(("Dataset update (s)", lambda: self.update_dataset(first_step, k)))
+        for name, work in timed:
+            started = time.perf_counter()
+            if work() is not False and self._trainer is not None:  # logged in a training run only
+                writer.put_scalar(name=name, scalar=time.perf_counter() - started, step=first_step)
 
-    def maybe_update_dataset(self, step: int) -> None:
-        """First inpainting if the store is empty (a fresh run), then update ``k`` at step ``(k + 1) U``, k <= K."""
+    def customization_status(self) -> str:
+        """What scene customisation does in this run, in words (for the plan line)."""
+        config = self.config.inpainter
+        if not (isinstance(config, LDMInpainterConfig) and self.inpainter.customizable):
+            return f"not applicable (the {config.backend} inpainter has no weights to customise)"
+        if self._training_only.get("customized"):
+            return f"done ({config.lora_path})"
+        if config.lora_path is not None:
+            return f"none, the given LoRA {config.lora_path} is used"
+        if not config.customize:
+            return "off (--pipeline.inpainter.customize False)"
+        from ns_diffusion_methods.inpainters.customization import cached_lora
+
+        images, masks = self._customization_data()
+        cached = cached_lora(images, masks, config, config.customization_cache_dir)
+        if cached is not None:
+            return f"the cached LoRA {cached} is reused"
+        return f"a LoRA is trained now ({config.customization.steps} steps, then cached)"
+
+    def _customization_data(self) -> Tuple[Tensor, Tensor]:
+        """The training images ``[N, 3, H, W]`` and object masks ``[N, 1, H, W]`` (True = object, no loss there)."""
+        dm = self.datamanager
+        return dm.captured.permute(0, 3, 1, 2).contiguous(), dm.object_masks[:, None]
+
+    def customize_inpainter(self) -> bool:
+        """LoRA-customise the LDM inpainter on the scene if asked (cached; rank 0 first with several GPUs); returns
+        whether anything ran. The loss curve is logged as ``Customization/loss``."""
+        config = self.config.inpainter
+        if not (isinstance(config, LDMInpainterConfig) and self.inpainter.customizable and config.customize
+                and config.lora_path is None):
+            return False
+        from ns_diffusion_methods.inpainters.customization import customize
+
+        images, masks = self._customization_data()
+        world_size, local_rank = self.world_size, self._local_rank
+        if world_size > 1 and local_rank != 0:
+            dist.barrier()  # rank 0 customises and fills the cache; the others then load it
+
+        def log_loss(step: int, loss: float) -> None:
+            writer.put_scalar(name="Customization/loss", scalar=loss, step=step)
+
+        # the adapter is trained into (or loaded from the cache into) this inpainter in place
+        folder = customize(images, masks, config, config.customization_cache_dir, device=self.device,
+                           inpainter=self.inpainter, console=CONSOLE,
+                           on_step=log_loss if self._trainer is not None else None)
+        if world_size > 1 and local_rank == 0:
+            dist.barrier()
+        if folder is not None:
+            config.lora_path = folder
+            self._training_only["customized"] = True
+        return True
+
+    def missed_updates(self, first_step: int, end_step: int) -> List[int]:
+        """The steps of the dataset updates that come at or after ``end_step`` (the run ends before them)."""
+        return [s for s in update_steps(self.config.update_every, self.config.num_updates) if s >= end_step]
+
+    def plan(self, first_step: int = 0, end_step: Optional[int] = None) -> str:
+        """One line on what training steps ``first_step .. end_step - 1`` will do: the inpainter, the scene
+        customisation, the first inpainting and the dataset updates (or why there are none)."""
+        inpainter, config = self.inpainter, self.config
+        store = self.datamanager.inpainted
+        if bool(store.filled.all()):
+            first = "restored from the checkpoint"
+        else:
+            first = f"{inpainter.first_inpainting}, before step {first_step}"
+        parts = [f"inpainter {config.inpainter.summary()}",
+                 f"scene customisation: {self.customization_status()}",
+                 f"first inpainting: {first}",
+                 f"dataset updates: {self._updates_plan(first_step, end_step)}"]
+        return "MALD-NeRF plan: " + "; ".join(parts) + "."
+
+    def _updates_plan(self, first_step: int, end_step: Optional[int]) -> str:
+        config = self.config
+        if not config.dataset_update:
+            return "none (--pipeline.dataset-update False)"
+        if not self.inpainter.uses_diffusion:
+            return (f"none (the {config.inpainter.backend} inpainter does not start from renders: an update would "
+                    f"repeat the first inpainting)")
+        steps = update_steps(config.update_every, config.num_updates)
+        done = int(self.datamanager.inpainted.last_step.min()) if bool(self.datamanager.inpainted.filled.all()) else -1
+        end = end_step if end_step is not None else steps[-1] + 1
+        planned = [s for s in steps if max(first_step, done + 1) <= s < end]
+        missed = self.missed_updates(first_step, end)
+        if planned:
+            times = [self.start_timestep(update_index(s, config.update_every, config.num_updates)) for s in planned]
+            text = (f"{len(planned)} at step{'s' if len(planned) > 1 else ''} {', '.join(map(str, planned))} "
+                    f"(re-inpainting from renders noised to t = {', '.join(map(str, times))} of T = "
+                    f"{self.inpainter.num_train_timesteps})")
+        else:
+            text = "none left" if not missed else "none"
+        if missed:
+            text += (f"; {len(missed)} of the {len(steps)} dataset updates (steps {', '.join(map(str, steps))}) come "
+                     f"after the last training step {end - 1} and will not happen: raise --max-num-iterations or "
+                     f"lower --pipeline.update-every / --pipeline.num-updates")
+        return text
+
+    # ---------------------------------------------------------------------------------------- dataset update
+    def update_after_iteration(self, step: int) -> bool:
+        """Run the dataset update due before step ``step + 1`` (the :class:`BetweenIterationsCallback` after the
+        iteration of ``step``); returns whether one ran. Nothing is due past the run's last step."""
+        if self._end_step is not None and step + 1 >= self._end_step:
+            return False
+        return self.maybe_update_dataset(step + 1)
+
+    def maybe_update_dataset(self, step: int) -> bool:
+        """Do what is due before step ``step``: the first inpainting if the store is empty (a pipeline used without
+        :meth:`start_training`), else update ``k`` at step ``(k + 1) U``, k <= K. Returns whether anything ran.
+
+        Backends that ignore renders get no updates (the plan line says so when training starts).
+        """
         if not bool(self.datamanager.inpainted.filled.all()):
             self.update_dataset(step, None)
-            return
-        if self.config.dataset_update:
-            k = update_index(step, self.config.update_every, self.config.num_updates)
-            if k is None:
-                return
-            if not self.inpainter.uses_diffusion:
-                # a classical inpainter ignores the render and the noise level: the update would repeat the first
-                # inpainting exactly, so it is skipped (said once)
-                if not self._training_only.get("skip_noted"):
-                    CONSOLE.print(f"[yellow]Dataset updates skipped: the '{self.config.inpainter.model}' inpainter "
-                                  f"does not start from renders, so they would repeat the first inpainting.[/yellow]")
-                    self._training_only["skip_noted"] = True
-                return
-            self.update_dataset(step, k)
+            return True
+        if not (self.config.dataset_update and self.inpainter.uses_diffusion):
+            return False
+        k = update_index(step, self.config.update_every, self.config.num_updates)
+        if k is None:
+            return False
+        self.update_dataset(step, k)
+        return True
 
     def start_timestep(self, k: Optional[int]) -> Optional[int]:
         """None (pure noise) for the first inpainting (``k = None``), else ``t(k)`` in the inpainter's timesteps."""
@@ -311,7 +429,7 @@ class MaldNerfPipeline(VanillaPipeline):
         dm = self.datamanager
         indices = list(range(dm.num_train_images))
         start = self.start_timestep(k)
-        what = ("First inpainting of the training views (from pure noise)" if start is None else
+        what = (f"First inpainting of the training views ({self.inpainter.first_inpainting})" if start is None else
                 f"Dataset update {k + 1}/{self.config.num_updates + 1} (k = {k}): re-inpainting from renders at "
                 f"t={start}")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -404,7 +522,7 @@ class MaldNerfPipeline(VanillaPipeline):
     def inside_lpips(self, outputs: Dict[str, Tensor], batch: Dict) -> Tensor:
         """Ablation: LPIPS between the masked rendered and the masked inpainted patches."""
         if "lpips" not in self._training_only:
-            from ns_diffusion_methods.compat.metrics import lpips_metric
+            from ns_diffusion_methods.metrics.lpips import lpips_metric
 
             metric = lpips_metric(normalize=True)
             if not getattr(metric, "available", True):

@@ -1,7 +1,7 @@
 """Ray sampling for MALD-NeRF: square patches that overlap the object mask, and single rays outside it.
 
 nerfstudio's ``PatchPixelSampler`` erodes the sampling mask by half the patch size and only places patches fully
-inside it (reference §1.5), so it never returns a patch that straddles the hole. The masked adversarial loss needs
+inside it, so it never returns a patch that straddles the hole. The masked adversarial loss needs
 exactly those patches. :class:`MaskPatchSampler` draws each patch so that it contains at least one object pixel:
 
 1. pick a training view uniformly among the views with object pixels;

@@ -1,4 +1,4 @@
-"""The iterative dataset update's noise schedule (MALD-NeRF §"iterative dataset update", reference §1.2, §1.7).
+"""The iterative dataset update's noise schedule (MALD-NeRF, "iterative dataset update").
 
 Every ``U`` training steps the training views are re-inpainted by partial DDIM, starting from the current NeRF render
 noised to timestep ``t(k)``, where ``k`` is the update's index and ``K`` the schedule's last index::
@@ -10,8 +10,8 @@ so the first update re-imagines the hole from the render noised to ``t_max`` and
 updates at steps ``U, 2U, ..., (K + 1) U``. Before them, at the start of training, the captured images are inpainted
 once from pure noise (the first inpainting, not part of the schedule).
 
-``t_max`` and ``t_min`` are given as fractions of the diffusion model's ``T`` training timesteps (reference [REC]:
-t_max ≈ 0.98 T, t_min ≈ 0.2-0.4 T).
+``t_max`` and ``t_min`` are given as fractions of the diffusion model's ``T`` training timesteps (the paper does not
+give them; recommended defaults t_max ≈ 0.98 T, t_min ≈ 0.2-0.4 T, near nerfiller's annealing from 1.0 to 0.4).
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ from typing import Any, Dict, List
 import torch
 from rich.console import Console
 
-from ns_diffusion_methods.methods.renderdiffusion.pipeline import centre_square_mask, psnr, ssim
+from ns_diffusion_methods.methods.renderdiffusion.pipeline import centre_square_mask
+from ns_diffusion_methods.metrics.image import psnr_per_image, ssim
 
 
 def _baselines_and_inpainting(pipeline, mask_fraction: float, seed: int, console: Console) -> Dict[str, float]:
@@ -41,8 +42,8 @@ def _baselines_and_inpainting(pipeline, mask_fraction: float, seed: int, console
         images = views.images.permute(0, 3, 1, 2)  # [V, 3, H, W]
         scored = views.scored_views
         source = images[input_view][None].expand(len(scored), -1, -1, -1)
-        copy_psnr += psnr(source, images[scored]).tolist()
-        copy_ssim += ssim(source, images[scored]).tolist()
+        copy_psnr += psnr_per_image(source, images[scored]).tolist()
+        copy_ssim += ssim(source, images[scored], reduction="none").tolist()
 
         H, W = images.shape[-2:]
         mask = centre_square_mask(H, W, mask_fraction, images.device)
@@ -50,12 +51,12 @@ def _baselines_and_inpainting(pipeline, mask_fraction: float, seed: int, console
         known = (1 - mask).expand_as(target)
         mean_colour = (target * known).sum(dim=(2, 3), keepdim=True) / known.sum(dim=(2, 3), keepdim=True)
         filled = target * known + mean_colour * (1 - known)
-        fill_psnr.append(float(psnr(filled, target, mask)[0]))
+        fill_psnr.append(float(psnr_per_image(filled, target, mask)[0]))
         start = time.perf_counter()
         _, inpainted, renders = pipeline.inpaint_object(views, input_view, mask,
                                                         torch.Generator().manual_seed(seed + obj))
-        inpaint_psnr.append(float(psnr(inpainted[None], target, mask)[0]))
-        inpaint_novel += psnr(renders[scored], images[scored]).tolist()
+        inpaint_psnr.append(float(psnr_per_image(inpainted[None], target, mask)[0]))
+        inpaint_novel += psnr_per_image(renders[scored], images[scored]).tolist()
         console.print(f"object {obj}: inpainting PSNR in mask {inpaint_psnr[-1]:.2f} dB (mean fill "
                       f"{fill_psnr[-1]:.2f} dB), {time.perf_counter() - start:.1f} s")
 

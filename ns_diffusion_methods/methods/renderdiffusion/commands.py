@@ -1,7 +1,8 @@
 """``ns-diffusion sample renderdiffusion`` and ``ns-diffusion inpaint renderdiffusion``.
 
 Both load a trained run (``--load-config .../config.yml``) through nerfstudio's ``eval_setup`` and write PNGs (and an
-animated GIF turntable) into ``--output``:
+animated GIF turntable) into ``--output`` (default ``outputs/ns-diffusion/<command>/renderdiffusion/<timestamp>``),
+with a progress bar per object and per reverse step:
 
 - ``sample``: N unconditional objects. Each starts from x_T ~ N(0, I) at a "gen. view" camera drawn from the training
   cameras, runs the reverse process and renders a turntable of the final triplane.
@@ -18,10 +19,12 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
+import tyro
 from rich.console import Console
 from torch import Tensor
+from typing_extensions import Annotated
 
+from ns_diffusion_methods.data.images import read_image, resize_array, save_gif, save_image, to_uint8
 from ns_diffusion_methods.errors import DataError, UserFacingError
 
 CONSOLE = Console(stderr=True)
@@ -42,21 +45,18 @@ def load_pipeline(config_path: Path):
     return pipeline, checkpoint
 
 
-def _to_uint8(image: Tensor) -> np.ndarray:
-    """``[3, H, W]`` in [0, 1] -> ``uint8 [H, W, 3]``."""
-    return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+def _enlarged(image: Tensor, scale: int) -> np.ndarray:
+    """``[3, H, W]`` in [0, 1] as ``uint8 [H * scale, W * scale, 3]`` (nearest-neighbour enlargement)."""
+    array = to_uint8(image)
+    return resize_array(array, (array.shape[0] * scale, array.shape[1] * scale), "nearest") if scale > 1 else array
 
 
 def write_turntable(frames: Tensor, folder: Path, stem: str, scale: int = 1) -> List[Path]:
     """Write ``frames [V, 3, H, W]`` as one strip PNG and an animated GIF; returns the paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    images = [Image.fromarray(_to_uint8(f)) for f in frames]
-    if scale > 1:
-        images = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in images]
-    strip = Image.fromarray(np.concatenate([np.asarray(im) for im in images], axis=1))
+    images = [_enlarged(frame, scale) for frame in frames]
     strip_path, gif_path = folder / f"{stem}_turntable.png", folder / f"{stem}_turntable.gif"
-    strip.save(strip_path)
-    images[0].save(gif_path, save_all=True, append_images=images[1:], duration=80, loop=0)
+    save_image(np.concatenate(images, axis=1), strip_path)
+    save_gif(images, gif_path)
     return [strip_path, gif_path]
 
 
@@ -70,15 +70,15 @@ def turntable_cameras(camera_to_world: Tensor, intrinsics: Tensor, num_views: in
 
 @dataclass
 class SampleCommand:
-    """Generate objects with a trained RenderDiffusion model and write turntables."""
+    """Generate objects with a trained RenderDiffusion run and write turntables."""
 
-    load_config: Path
-    """The run's config.yml (written by ns-train renderdiffusion...)."""
-    output: Path = Path("renderdiffusion-samples")
-    """Output folder."""
+    load_config: Annotated[Path, tyro.conf.arg(metavar="CONFIG")]
+    """The run's config.yml (written by ns-train renderdiffusion / renderdiffusion-small)."""
+    output: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR")] = None
+    """Output folder. Default: outputs/ns-diffusion/sample/renderdiffusion/<timestamp>."""
     num: int = 4
-    """How many objects to generate."""
-    num_steps: Optional[int] = None
+    """Number of objects to generate."""
+    num_steps: Annotated[Optional[int], tyro.conf.arg(metavar="INT")] = None
     """Reverse steps from T-1 to 0 (default: the model's diffusion.num_inference_steps)."""
     num_views: int = 24
     """Turntable frames per object."""
@@ -89,11 +89,14 @@ class SampleCommand:
 
     def main(self) -> int:
         """Run it."""
+        from ns_diffusion_methods.cli.outputs import default_output
+        from ns_diffusion_methods.engine.progress import progress_bars, step_task
         from ns_diffusion_methods.methods.renderdiffusion import procedures
         from ns_diffusion_methods.methods.renderdiffusion.pipeline import camera_tensors
 
         if self.num < 1 or self.num_views < 1:
             raise UserFacingError(f"`--num` and `--num-views` must be >= 1, but are {self.num} and {self.num_views}.")
+        output = self.output if self.output is not None else default_output("sample", "renderdiffusion")
         pipeline, checkpoint = load_pipeline(self.load_config)
         model = pipeline.model
         generator = torch.Generator().manual_seed(self.seed)
@@ -101,36 +104,34 @@ class SampleCommand:
         size = model.image_size
         written: List[Path] = []
         CONSOLE.print(f"Sampling {self.num} objects from {checkpoint} ...")
-        for i in range(self.num):
-            pick = int(torch.randint(c2w_all.shape[0], (1,), generator=generator))  # the gen. view
-            c2w, intrinsics = c2w_all[pick: pick + 1].to(model.device), k_all[pick: pick + 1].to(model.device)
-            triplanes, image = procedures.generate(model.sampling_denoiser, model.diffusion, c2w, intrinsics, size,
-                                                   size, num_steps=self.num_steps, generator=generator)
-            views, view_k = turntable_cameras(c2w[0], intrinsics[0], self.num_views)
-            frames = procedures.render_views(model.sampling_denoiser, triplanes, views, view_k, size, size)[0]
-            self.output.mkdir(parents=True, exist_ok=True)
-            view_path = self.output / f"sample_{i:03d}_view.png"
-            Image.fromarray(_to_uint8(image[0])).resize((size * self.scale, size * self.scale),
-                                                        Image.NEAREST).save(view_path)
-            written += [view_path, *write_turntable(frames, self.output, f"sample_{i:03d}", self.scale)]
-        CONSOLE.print(f"Wrote {len(written)} files to {self.output}")
+        with progress_bars(CONSOLE) as progress:
+            objects = progress.add_task(f"Generating {self.num} objects", total=self.num)
+            for i in range(self.num):
+                pick = int(torch.randint(c2w_all.shape[0], (1,), generator=generator))  # the gen. view
+                c2w, intrinsics = c2w_all[pick: pick + 1].to(model.device), k_all[pick: pick + 1].to(model.device)
+                with step_task(progress, f"  object {i + 1}: reverse steps") as on_step:
+                    triplanes, image = procedures.generate(model.sampling_denoiser, model.diffusion, c2w, intrinsics,
+                                                           size, size, num_steps=self.num_steps, generator=generator,
+                                                           on_step=on_step)
+                views, view_k = turntable_cameras(c2w[0], intrinsics[0], self.num_views)
+                frames = procedures.render_views(model.sampling_denoiser, triplanes, views, view_k, size, size)[0]
+                view_path = output / f"sample_{i:03d}_view.png"
+                save_image(_enlarged(image[0], self.scale), view_path)
+                written += [view_path, *write_turntable(frames, output, f"sample_{i:03d}", self.scale)]
+                progress.advance(objects)
+        CONSOLE.print(f"Wrote {len(written)} files to {output}")
         return 0
 
 
-def read_image(path: Path, size: int, mode: str) -> Tensor:
-    """An image file as ``[1, C, size, size]`` in [0, 1] (C = 3 for ``RGB``, 1 for ``L``), resized if needed."""
-    if not Path(path).is_file():
-        raise DataError(f"Image file {path} does not exist.")
-    try:
-        image = Image.open(path).convert(mode)
-    except OSError as err:
-        raise DataError(f"Cannot read {path} as an image: {err}") from None
-    if image.size != (size, size):
-        CONSOLE.print(f"[yellow]{path} is {image.width}x{image.height}; resizing it to the model's {size}x{size}."
+def read_image_at_size(path: Path, size: int, mode: str) -> Tensor:
+    """An image file as ``[1, C, size, size]`` in [0, 1] (C = 3 for ``RGB``, 1 for ``L``), resized (bilinear for
+    images, nearest for masks) with a notice when its size differs."""
+    array = read_image(path, mode, hint="Check --image and --mask (PNG or JPEG files).")
+    if array.shape[:2] != (size, size):
+        CONSOLE.print(f"[yellow]{path} is {array.shape[1]}x{array.shape[0]}; resizing it to the model's {size}x{size}."
                       f"[/yellow]")
-        image = image.resize((size, size), Image.BILINEAR if mode == "RGB" else Image.NEAREST)
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    tensor = torch.from_numpy(array)
+        array = resize_array(array, (size, size), "bilinear" if mode == "RGB" else "nearest")
+    tensor = torch.from_numpy(array.astype(np.float32) / 255.0)
     return tensor.permute(2, 0, 1)[None] if tensor.dim() == 3 else tensor[None, None]
 
 
@@ -151,42 +152,45 @@ def read_pose(path: Path, radius: float, center: Tuple[float, float, float]) -> 
 
 @dataclass
 class InpaintCommand:
-    """3D-aware inpainting of an image with a trained RenderDiffusion model (RePaint)."""
+    """3D-aware inpainting of an image with a trained RenderDiffusion run (RePaint)."""
 
-    load_config: Path
-    """The run's config.yml (written by ns-train renderdiffusion...)."""
+    load_config: Annotated[Path, tyro.conf.arg(metavar="CONFIG")]
+    """The run's config.yml (written by ns-train renderdiffusion / renderdiffusion-small)."""
     image: Path
     """The image to inpaint (resized to the model's resolution if needed)."""
     mask: Path
     """Mask image: white (> 0.5) pixels are repainted, black pixels are kept."""
-    output: Path = Path("renderdiffusion-inpaint")
-    """Output folder."""
-    camera_index: int = 0
-    """Training camera used as the image's camera (when --pose is not given)."""
-    pose: Optional[Path] = None
-    """SRN pose file (OpenCV camera-to-world) of the image, normalised with the dataset's radius and centre; the
-    intrinsics are those of training camera --camera-index."""
-    num_steps: Optional[int] = None
+    output: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR")] = None
+    """Output folder. Default: outputs/ns-diffusion/inpaint/renderdiffusion/<timestamp>."""
+    num_steps: Annotated[Optional[int], tyro.conf.arg(metavar="INT")] = None
     """Reverse steps from T-1 to 0 (default: the model's diffusion.num_inference_steps)."""
-    resample: int = 1
-    """RePaint resamplings per step (1 = none)."""
     num_views: int = 24
     """Turntable frames."""
     seed: int = 0
     """Seed of the noise."""
+    resample: int = 1
+    """RePaint resamplings per step (1 = none)."""
+    camera_index: int = 0
+    """Training camera used as the image's camera (when --pose is not given)."""
+    pose: Annotated[Optional[Path], tyro.conf.arg(metavar="FILE")] = None
+    """SRN pose file (OpenCV camera-to-world) of the image, normalised with the dataset's radius and centre; the
+    intrinsics are those of training camera --camera-index."""
     scale: int = 4
     """Nearest-neighbour up-scaling of the written images."""
 
     def main(self) -> int:
         """Run it."""
+        from ns_diffusion_methods.cli.outputs import default_output
+        from ns_diffusion_methods.engine.progress import progress_bars, step_task
         from ns_diffusion_methods.methods.renderdiffusion import procedures
         from ns_diffusion_methods.methods.renderdiffusion.pipeline import camera_tensors
 
+        output = self.output if self.output is not None else default_output("inpaint", "renderdiffusion")
         pipeline, checkpoint = load_pipeline(self.load_config)
         model = pipeline.model
         size = model.image_size
-        image = read_image(self.image, size, "RGB").to(model.device)
-        mask = (read_image(self.mask, size, "L") > 0.5).float().to(model.device)
+        image = read_image_at_size(self.image, size, "RGB").to(model.device)
+        mask = (read_image_at_size(self.mask, size, "L") > 0.5).float().to(model.device)
         if mask.sum() == 0:
             raise DataError(f"The mask {self.mask} has no white pixels: there is nothing to inpaint.")
         c2w_all, k_all = camera_tensors(pipeline.datamanager.train_dataset.cameras)
@@ -201,18 +205,19 @@ class InpaintCommand:
             c2w = c2w_all[self.camera_index: self.camera_index + 1].to(model.device)
         generator = torch.Generator().manual_seed(self.seed)
         CONSOLE.print(f"Inpainting {self.image} with {checkpoint} ...")
-        triplanes, inpainted, render = procedures.inpaint(model.sampling_denoiser, model.diffusion, image, mask, c2w,
-                                                          intrinsics, num_steps=self.num_steps,
-                                                          resample=self.resample, generator=generator)
+        with progress_bars(CONSOLE) as progress, step_task(progress, "Inpainting: reverse steps") as on_step:
+            triplanes, inpainted, render = procedures.inpaint(model.sampling_denoiser, model.diffusion, image, mask,
+                                                              c2w, intrinsics, num_steps=self.num_steps,
+                                                              resample=self.resample, generator=generator,
+                                                              on_step=on_step)
         views, view_k = turntable_cameras(c2w[0], intrinsics[0], self.num_views)
         frames = procedures.render_views(model.sampling_denoiser, triplanes, views, view_k, size, size)[0]
-        self.output.mkdir(parents=True, exist_ok=True)
         written = []
         for name, tensor in (("inpainted", inpainted[0]), ("render", render[0]), ("input", image[0]),
                              ("mask", mask[0].expand(3, -1, -1))):
-            path = self.output / f"{name}.png"
-            Image.fromarray(_to_uint8(tensor)).resize((size * self.scale, size * self.scale), Image.NEAREST).save(path)
+            path = output / f"{name}.png"
+            save_image(_enlarged(tensor, self.scale), path)
             written.append(path)
-        written += write_turntable(frames, self.output, "inpainted", self.scale)
-        CONSOLE.print(f"Wrote {len(written)} files to {self.output}")
+        written += write_turntable(frames, output, "inpainted", self.scale)
+        CONSOLE.print(f"Wrote {len(written)} files to {output}")
         return 0

@@ -9,7 +9,7 @@ Both presets take the dataparser's radius: auto-detected (0.5 for SRN data, 1 fo
 is in box units) unless ``srn-data --radius`` sets one. The dataparser stops before training when the cameras lie
 inside the [-1, 1]^3 triplane box or the images show content outside it (floor included).
 
-``renderdiffusion-small`` is the same code with small sizes (renderdiffusion-mini in the reference notes): images at
+``renderdiffusion-small`` is the same code with small sizes: images at
 the dataset's size (32×32 for the synthetic data), a 32²×48 triplane, a three-level U-Net of 16/32/32 channels,
 16 + 16 samples per ray, 128 random pixels per image in the loss, 50 reverse steps. It trains on the synthetic
 ``objects`` data with the floor-and-shadows background (``ns-diffusion-synth objects --background floor``), whose
@@ -19,12 +19,11 @@ cameras sit 2.6 units from the origin (radius 1: no rescaling).
 from __future__ import annotations
 
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.plugins.types import MethodSpecification
 
-from ns_diffusion_methods.compat.device import default_device_type
 from ns_diffusion_methods.data.multi_object import MultiObjectDataManagerConfig
 from ns_diffusion_methods.data.srn_dataparser import SRNDataParserConfig
 from ns_diffusion_methods.engine import DiffusionTrainerConfig
+from ns_diffusion_methods.methods.presets import method, small, trainer_config
 from ns_diffusion_methods.methods.renderdiffusion.decoder import TriplaneDecoderConfig
 from ns_diffusion_methods.methods.renderdiffusion.diffusion import ImageDiffusionConfig
 from ns_diffusion_methods.methods.renderdiffusion.encoder import TriplaneEncoderConfig
@@ -42,15 +41,9 @@ def _optimizers(lr: float) -> dict:
 
 def renderdiffusion_config() -> DiffusionTrainerConfig:
     """Paper scale (64×64 images, N = 256, n_f = 32, 48 + 48 samples, T = 1000 with 1000 reverse steps)."""
-    config = DiffusionTrainerConfig(
-        method_name="renderdiffusion",
-        steps_per_eval_batch=1000,
-        steps_per_eval_image=5000,
-        steps_per_eval_all_images=100_000,
-        steps_per_save=5000,
-        max_num_iterations=500_000,
-        mixed_precision=False,
-        pipeline=RenderDiffusionPipelineConfig(
+    return trainer_config(
+        "renderdiffusion",
+        RenderDiffusionPipelineConfig(
             datamanager=MultiObjectDataManagerConfig(
                 dataparser=SRNDataParserConfig(image_size=64),
                 mode="images",
@@ -74,62 +67,44 @@ def renderdiffusion_config() -> DiffusionTrainerConfig:
                 reconstruction_t_r=0,
             ),
         ),
-        optimizers=_optimizers(1e-4),
-        vis="viewer",
+        _optimizers(1e-4),
+        steps_per_eval_batch=1000,
+        steps_per_eval_image=5000,
+        steps_per_eval_all_images=100_000,
+        steps_per_save=5000,
+        max_num_iterations=500_000,
+        mixed_precision=False,
     )
-    config.machine.device_type = default_device_type()
-    return config
 
 
 def renderdiffusion_small_config() -> DiffusionTrainerConfig:
     """Small preset for 2 CPU cores on 32×32 synthetic objects (see the module docstring)."""
-    config = DiffusionTrainerConfig(
-        method_name="renderdiffusion-small",
-        steps_per_eval_batch=500,
-        steps_per_eval_image=500,
-        steps_per_eval_all_images=1_000_000,
-        steps_per_save=500,
-        max_num_iterations=2000,
-        mixed_precision=False,
-        pipeline=RenderDiffusionPipelineConfig(
-            datamanager=MultiObjectDataManagerConfig(
-                dataparser=SRNDataParserConfig(),
-                mode="images",
-                images_per_batch=8,
-            ),
-            model=RenderDiffusionModelConfig(
-                encoder=TriplaneEncoderConfig(triplane_resolution=32, triplane_channels=16,
-                                              block_out_channels=(16, 32, 32), attention_levels=(2,),
-                                              layers_per_block=1, norm_num_groups=8, upsample_channels=32,
-                                              camera_conditioning="plucker"),
-                decoder=TriplaneDecoderConfig(hidden_dim=64, num_hidden_layers=1, plane_reduce="mean",
-                                              position_input=True),
-                renderer=BoxVolumeRendererConfig(bound=1.0, min_near=0.2, num_samples=16, num_importance_samples=16,
-                                                 background=(0.0, 0.0, 0.0), chunk_size=16384),
-                diffusion=ImageDiffusionConfig(num_train_timesteps=1000, beta_schedule="linear",
-                                               num_inference_steps=50, timestep_sampling_power=2.0),
-                triplane_frame="world",
-                background="learned",
-                pixels_per_image=128,
-                ema_decay=0.999,
-                reconstruction_t_r=0,
-            ),
-        ),
-        optimizers=_optimizers(1e-3),
-        vis="viewer",
-    )
-    config.machine.device_type = default_device_type()
-    return config
+    return small(renderdiffusion_config(), "renderdiffusion-small", {
+        "steps_per_eval_batch": 500,
+        "steps_per_eval_image": 500,
+        "steps_per_eval_all_images": 1_000_000,
+        "steps_per_save": 500,
+        "max_num_iterations": 2000,
+        "pipeline.datamanager.dataparser": SRNDataParserConfig(),
+        "pipeline.datamanager.images_per_batch": 8,
+        "pipeline.model.encoder": TriplaneEncoderConfig(triplane_resolution=32, triplane_channels=16,
+                                                        block_out_channels=(16, 32, 32), attention_levels=(2,),
+                                                        layers_per_block=1, norm_num_groups=8, upsample_channels=32,
+                                                        camera_conditioning="plucker"),
+        "pipeline.model.renderer": BoxVolumeRendererConfig(bound=1.0, min_near=0.2, num_samples=16,
+                                                           num_importance_samples=16, background=(0.0, 0.0, 0.0),
+                                                           chunk_size=16384),
+        "pipeline.model.diffusion": ImageDiffusionConfig(num_train_timesteps=1000, beta_schedule="linear",
+                                                         num_inference_steps=50, timestep_sampling_power=2.0),
+        "pipeline.model.pixels_per_image": 128,
+        "pipeline.model.ema_decay": 0.999,
+        "optimizers": _optimizers(1e-3),
+    })
 
 
-renderdiffusion = MethodSpecification(
-    config=renderdiffusion_config(),
-    description="RenderDiffusion (CVPR 2023): image diffusion whose denoiser renders a triplane; single-view "
-                "reconstruction, generation and 3D-aware inpainting. Paper-scale settings.",
-)
-
-renderdiffusion_small = MethodSpecification(
-    config=renderdiffusion_small_config(),
-    description="RenderDiffusion with small sizes: trains in minutes on 2 CPU cores on the synthetic `objects` data "
-                "(floor background).",
-)
+renderdiffusion = method(renderdiffusion_config(), "RenderDiffusion (CVPR 2023): image diffusion whose denoiser "
+                                                   "renders a triplane; single-view reconstruction, generation and "
+                                                   "3D-aware inpainting. Paper-scale settings.")
+renderdiffusion_small = method(renderdiffusion_small_config(), "RenderDiffusion with small sizes: trains in minutes "
+                                                               "on 2 CPU cores on the synthetic `objects` data (floor "
+                                                               "background).")

@@ -14,12 +14,14 @@ of x_{t'} come from that posterior, the known pixels are the target forward-nois
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Literal, Optional, Type
+from typing import TYPE_CHECKING, List, Literal, Optional, Type
 
 import torch
-from diffusers import DDPMScheduler
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler
 
 
 @dataclass
@@ -53,6 +55,8 @@ class ImageDiffusion:
 
     def __init__(self, config: ImageDiffusionConfig) -> None:
         self.config = config
+        from diffusers import DDPMScheduler  # here, not at import: the method registry must stay light
+
         self.scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps,
                                        beta_schedule=config.beta_schedule, beta_start=config.beta_start,
                                        beta_end=config.beta_end, prediction_type="sample",
@@ -104,6 +108,8 @@ class ImageDiffusion:
         return sorted(set(steps), reverse=True)
 
     def _scheduler_for(self, timesteps: List[int]) -> DDPMScheduler:
+        from diffusers import DDPMScheduler
+
         scheduler = DDPMScheduler.from_config(self.scheduler.config)
         scheduler.set_timesteps(timesteps=timesteps)
         return scheduler

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Literal, Tuple, Type
 
 import torch
-from diffusers import UNet2DModel
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
@@ -96,6 +95,8 @@ class TriplaneEncoder(nn.Module):
         up = tuple("AttnUpBlock2D" if i in config.attention_levels else "UpBlock2D" for i in reversed(range(levels)))
         time_embed_dim = config.block_out_channels[0] * 4
         in_channels = 3 + (6 if config.camera_conditioning == "plucker" else 0)
+        from diffusers import UNet2DModel  # here, not at import: the method registry must stay light
+
         self.unet = UNet2DModel(
             sample_size=image_size,
             in_channels=in_channels,

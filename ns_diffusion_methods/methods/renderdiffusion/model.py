@@ -26,12 +26,18 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from torch import Tensor, nn
 from torch.nn import Parameter
 
+from ns_diffusion_methods.engine.ema import update_ema, warmup_ema_decay
 from ns_diffusion_methods.methods.renderdiffusion.decoder import TriplaneDecoderConfig
 from ns_diffusion_methods.methods.renderdiffusion.diffusion import ImageDiffusion, ImageDiffusionConfig
 from ns_diffusion_methods.methods.renderdiffusion.encoder import TriplaneEncoderConfig
-from ns_diffusion_methods.methods.renderdiffusion.geometry import (frame_rotations, image_aligned_planes, pixel_rays,
-                                                                   to_frame)
+from ns_diffusion_methods.methods.renderdiffusion.geometry import (
+    frame_rotations,
+    image_aligned_planes,
+    pixel_rays,
+    to_frame,
+)
 from ns_diffusion_methods.methods.renderdiffusion.procedures import Triplanes
+from ns_diffusion_methods.metrics.image import psnr_from_mse
 from ns_diffusion_methods.triplane.rendering import BoxVolumeRendererConfig, ray_aabb_intersect
 
 
@@ -192,10 +198,8 @@ class RenderDiffusionModel(Model):
     def update_ema(self, step: int) -> None:
         """EMA ← d·EMA + (1−d)·θ with the warm-up d = min(decay, (1 + n) / (10 + n)), n = updates so far."""
         assert self.ema_denoiser is not None
-        n = int(self.ema_updates)
-        decay = min(self.config.ema_decay, (1 + n) / (10 + n))
-        for ema, live in zip(self.ema_denoiser.parameters(), self.denoiser.parameters()):
-            ema.lerp_(live.detach(), 1 - decay)
+        decay = warmup_ema_decay(self.config.ema_decay, int(self.ema_updates))
+        update_ema(self.ema_denoiser, self.denoiser, decay, copy_buffers=False)
         self.ema_updates += 1
 
     @property
@@ -240,8 +244,8 @@ class RenderDiffusionModel(Model):
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         if "x0_pred" not in outputs:
             return {}
-        mse = F.mse_loss(outputs["x0_pred"].detach(), outputs["x0"]) / 4  # in [0, 1] units
-        return {"psnr": -10 * torch.log10(mse.clamp_min(1e-10)),
+        mse = F.mse_loss(outputs["x0_pred"].detach(), outputs["x0"])
+        return {"psnr": psnr_from_mse(mse, data_range=2.0),  # x0 is in [-1, 1]
                 "mean_timestep": outputs["timesteps"].float().mean(),
                 "accumulation": outputs["accumulation"].detach().mean()}
 
@@ -279,4 +283,4 @@ class RenderDiffusionModel(Model):
         # Per-image scoring is done by the pipeline's reconstruction protocol; this scores a shown render.
         gt = batch["image"].to(outputs["rgb"].device)
         mse = F.mse_loss(outputs["rgb"], gt)
-        return {"psnr": float(-10 * torch.log10(mse.clamp_min(1e-10)))}, {"img": torch.cat([gt, outputs["rgb"]], 1)}
+        return {"psnr": float(psnr_from_mse(mse))}, {"img": torch.cat([gt, outputs["rgb"]], 1)}

@@ -22,19 +22,21 @@ import torch.distributed as dist
 import torchvision.utils as vutils
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.models.base_model import Model
-from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.cuda.amp.grad_scaler import GradScaler
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torchmetrics.functional.image import structural_similarity_index_measure
 
-from ns_diffusion_methods.compat.metrics import drop_unavailable, lpips_metric
 from ns_diffusion_methods.data.multi_object import MultiObjectDataManagerConfig, ObjectViews
+from ns_diffusion_methods.engine.pipeline import DiffusionPipeline
+from ns_diffusion_methods.engine.progress import StepCallback, progress_bars, step_task
 from ns_diffusion_methods.errors import DataError
 from ns_diffusion_methods.methods.renderdiffusion import procedures
 from ns_diffusion_methods.methods.renderdiffusion.model import RenderDiffusionModel, RenderDiffusionModelConfig
 from ns_diffusion_methods.methods.renderdiffusion.procedures import Triplanes
+from ns_diffusion_methods.metrics.image import psnr_per_image, ssim
+from ns_diffusion_methods.metrics.lpips import drop_unavailable, lpips_metric
 
 
 def camera_tensors(cameras: Cameras) -> Tuple[Tensor, Tensor]:
@@ -51,22 +53,6 @@ def centre_square_mask(height: int, width: int, fraction: float, device=None) ->
     mask = torch.zeros(1, 1, height, width, device=device)
     mask[..., top: top + side_h, left: left + side_w] = 1.0
     return mask
-
-
-def psnr(prediction: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-    """PSNR per image (data range 1) of ``[B, 3, H, W]`` images, optionally only where ``mask [B|1, 1, H, W]`` is 1."""
-    error = (prediction - target) ** 2
-    if mask is None:
-        mse = error.flatten(1).mean(1)
-    else:
-        mask = mask.expand(error.shape[0], 1, *error.shape[2:])
-        mse = (error * mask).flatten(1).sum(1) / (3 * mask.flatten(1).sum(1)).clamp_min(1)
-    return -10 * torch.log10(mse.clamp_min(1e-10))
-
-
-def ssim(prediction: Tensor, target: Tensor) -> Tensor:
-    """SSIM per image (torchmetrics' Gaussian-window SSIM, as nerfstudio's models use)."""
-    return structural_similarity_index_measure(prediction, target, data_range=1.0, reduction="none")
 
 
 @dataclass
@@ -89,7 +75,7 @@ class RenderDiffusionPipelineConfig(VanillaPipelineConfig):
     """Seed of the noise drawn by the evaluation protocols (reconstruction at t_r > 0, inpainting)."""
 
 
-class RenderDiffusionPipeline(VanillaPipeline):
+class RenderDiffusionPipeline(DiffusionPipeline):
     """Trains RenderDiffusion with the stock trainer and runs its per-object test protocols."""
 
     config: RenderDiffusionPipelineConfig
@@ -183,8 +169,10 @@ class RenderDiffusionPipeline(VanillaPipeline):
 
     @torch.no_grad()
     def inpaint_object(self, views: ObjectViews, input_view: int, mask: Tensor,
-                       generator: Optional[torch.Generator] = None) -> Tuple[Triplanes, Tensor, Tensor]:
-        """RePaint-inpaint ``mask [1, 1, H, W]`` (1 = unknown) of view ``input_view``, then render every view.
+                       generator: Optional[torch.Generator] = None,
+                       on_step: Optional[StepCallback] = None) -> Tuple[Triplanes, Tensor, Tensor]:
+        """RePaint-inpaint ``mask [1, 1, H, W]`` (1 = unknown) of view ``input_view``, then render every view;
+        ``on_step(done, total)`` follows the reverse steps.
 
         Returns:
             The triplane, the inpainted input view ``[3, H, W]`` and the renders of every view ``[V, 3, H, W]``.
@@ -195,7 +183,7 @@ class RenderDiffusionPipeline(VanillaPipeline):
         image = views.images[input_view].permute(2, 0, 1)[None].to(self.device)
         triplanes, inpainted, _ = procedures.inpaint(
             model.sampling_denoiser, model.diffusion, image, mask.to(self.device), c2w[input_view: input_view + 1],
-            intrinsics[input_view: input_view + 1], generator=generator)
+            intrinsics[input_view: input_view + 1], generator=generator, on_step=on_step)
         H, W = image.shape[-2:]
         renders = procedures.render_views(model.sampling_denoiser, triplanes, c2w[None], intrinsics[None], H, W,
                                           rays_per_chunk=model.config.renderer.chunk_size)[0]
@@ -220,9 +208,9 @@ class RenderDiffusionPipeline(VanillaPipeline):
         scored = views.scored_views[len(views.scored_views) // 2]
         gt = views.images[scored].permute(2, 0, 1)[None]
         pred = renders[scored: scored + 1]
-        metrics = {"psnr": float(psnr(pred, gt)[0]), "ssim": float(ssim(pred, gt)[0]),
-                   "input_psnr": float(psnr(renders[input_view: input_view + 1],
-                                            views.images[input_view].permute(2, 0, 1)[None])[0]),
+        metrics = {"psnr": float(psnr_per_image(pred, gt)[0]), "ssim": float(ssim(pred, gt, reduction="none")[0]),
+                   "input_psnr": float(psnr_per_image(renders[input_view: input_view + 1],
+                                                      views.images[input_view].permute(2, 0, 1)[None])[0]),
                    "num_rays": int(gt.shape[-1] * gt.shape[-2])}
         row = torch.cat([views.images[input_view], gt[0].permute(1, 2, 0), pred[0].permute(1, 2, 0)], dim=1)
         self.train()
@@ -240,9 +228,8 @@ class RenderDiffusionPipeline(VanillaPipeline):
             output_path.mkdir(parents=True, exist_ok=True)
         per_view: Dict[str, List[float]] = {}
         lpips = self._lpips_metric()
-        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), TimeElapsedColumn(),
-                      MofNCompleteColumn(), transient=True) as progress:
-            task = progress.add_task("[green]Reconstructing held-out objects...", total=num_objects)
+        with progress_bars(CONSOLE) as progress:
+            task = progress.add_task("renderdiffusion reconstruction: objects", total=num_objects)
             for obj in range(num_objects):
                 views = self.datamanager.eval_object(obj, num_inputs=1)
                 input_view = views.input_views[0]
@@ -250,19 +237,21 @@ class RenderDiffusionPipeline(VanillaPipeline):
                 scored = views.scored_views
                 gt = views.images[scored].permute(0, 3, 1, 2)
                 pred = renders[scored]
-                per_view.setdefault("psnr", []).extend(psnr(pred, gt).tolist())
-                per_view.setdefault("ssim", []).extend(ssim(pred, gt).tolist())
+                per_view.setdefault("psnr", []).extend(psnr_per_image(pred, gt).tolist())
+                per_view.setdefault("ssim", []).extend(ssim(pred, gt, reduction="none").tolist())
                 if getattr(lpips, "available", True):
                     per_view.setdefault("lpips", []).extend(float(lpips(p[None], g[None])) for p, g in zip(pred, gt))
                 if self.config.eval_inpainting:
                     H, W = gt.shape[-2:]
                     mask = centre_square_mask(H, W, self.config.inpainting_mask_fraction, self.device)
-                    _, inpainted, inpaint_renders = self.inpaint_object(views, input_view, mask,
-                                                                        self._generator(10_000 + obj))
+                    with step_task(progress, "  inpainting: reverse steps") as on_step:
+                        _, inpainted, inpaint_renders = self.inpaint_object(views, input_view, mask,
+                                                                            self._generator(10_000 + obj), on_step)
                     target = views.images[input_view].permute(2, 0, 1)[None]
-                    per_view.setdefault("inpaint_psnr_masked", []).append(float(psnr(inpainted[None], target,
-                                                                                     mask)[0]))
-                    per_view.setdefault("inpaint_novel_psnr", []).extend(psnr(inpaint_renders[scored], gt).tolist())
+                    per_view.setdefault("inpaint_psnr_masked", []).append(
+                        float(psnr_per_image(inpainted[None], target, mask)[0]))
+                    per_view.setdefault("inpaint_novel_psnr", []).extend(
+                        psnr_per_image(inpaint_renders[scored], gt).tolist())
                 if output_path is not None:
                     grid = torch.cat([views.images[input_view].permute(2, 0, 1)[None], gt, pred])
                     vutils.save_image(grid.cpu(), output_path / f"object_{obj:04d}_{views.name}.png",

@@ -20,6 +20,7 @@ from typing import List, Optional, Protocol, Tuple
 import torch
 from torch import Tensor
 
+from ns_diffusion_methods.engine.progress import StepCallback
 from ns_diffusion_methods.methods.renderdiffusion.diffusion import ImageDiffusion
 
 
@@ -66,7 +67,8 @@ def denoise(denoiser: Denoiser, noisy_image: Tensor, timestep: int, camera_to_wo
 def reverse_process(denoiser: Denoiser, diffusion: ImageDiffusion, sample: Tensor, timesteps: List[int],
                     camera_to_worlds: Tensor, intrinsics: Tensor, known: Optional[Tensor] = None,
                     known_mask: Optional[Tensor] = None, resample: int = 1,
-                    generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Triplanes]:
+                    generator: Optional[torch.Generator] = None,
+                    on_step: Optional[StepCallback] = None) -> Tuple[Tensor, Triplanes]:
     """Run the reverse chain ``timesteps`` (descending, ending at 0) from ``sample`` = x_{timesteps[0]}.
 
     Args:
@@ -80,6 +82,7 @@ def reverse_process(denoiser: Denoiser, diffusion: ImageDiffusion, sample: Tenso
         known_mask: ``[B, 1, H, W]`` 1 on known pixels (with ``known``).
         resample: RePaint resampling count U per step (1 = none).
         generator: random source.
+        on_step: called as ``on_step(done, len(timesteps))`` after each timestep (progress bars).
 
     Returns:
         The final x̂₀ ``[B, 3, H, W]`` in [-1, 1] and the triplanes of the final denoising step.
@@ -101,6 +104,8 @@ def reverse_process(denoiser: Denoiser, diffusion: ImageDiffusion, sample: Tenso
                 sample = diffusion.renoise(previous_sample, timesteps[index + 1], t, generator=generator)
             else:
                 sample = previous_sample
+        if on_step is not None:
+            on_step(index + 1, len(timesteps))
     assert x0_pred is not None and triplanes is not None
     return x0_pred, triplanes
 
@@ -108,7 +113,8 @@ def reverse_process(denoiser: Denoiser, diffusion: ImageDiffusion, sample: Tenso
 @torch.no_grad()
 def reconstruct(denoiser: Denoiser, diffusion: ImageDiffusion, image: Tensor, camera_to_worlds: Tensor,
                 intrinsics: Tensor, t_r: int = 0, num_steps: Optional[int] = None,
-                generator: Optional[torch.Generator] = None) -> Tuple[Triplanes, Tensor]:
+                generator: Optional[torch.Generator] = None,
+                on_step: Optional[StepCallback] = None) -> Tuple[Triplanes, Tensor]:
     """Single-view reconstruction: q(x_{t_r} | x₀), reverse to 0, keep the final triplane.
 
     Args:
@@ -129,14 +135,15 @@ def reconstruct(denoiser: Denoiser, diffusion: ImageDiffusion, image: Tensor, ca
         sample = x0
     timesteps = diffusion.timesteps_from(t_r, num_steps)
     x0_pred, triplanes = reverse_process(denoiser, diffusion, sample, timesteps, camera_to_worlds, intrinsics,
-                                         generator=generator)
+                                         generator=generator, on_step=on_step)
     return triplanes, (x0_pred.clamp(-1, 1) + 1) / 2
 
 
 @torch.no_grad()
 def generate(denoiser: Denoiser, diffusion: ImageDiffusion, camera_to_worlds: Tensor, intrinsics: Tensor,
              height: int, width: int, num_steps: Optional[int] = None,
-             generator: Optional[torch.Generator] = None) -> Tuple[Triplanes, Tensor]:
+             generator: Optional[torch.Generator] = None,
+             on_step: Optional[StepCallback] = None) -> Tuple[Triplanes, Tensor]:
     """Unconditional generation at the "gen. view" cameras ``[B, 3, 4]``.
 
     Returns:
@@ -148,14 +155,15 @@ def generate(denoiser: Denoiser, diffusion: ImageDiffusion, camera_to_worlds: Te
                          device=generator.device if generator else device).to(device)
     timesteps = diffusion.timesteps_from(diffusion.num_train_timesteps - 1, num_steps)
     x0_pred, triplanes = reverse_process(denoiser, diffusion, sample, timesteps, camera_to_worlds, intrinsics,
-                                         generator=generator)
+                                         generator=generator, on_step=on_step)
     return triplanes, (x0_pred.clamp(-1, 1) + 1) / 2
 
 
 @torch.no_grad()
 def inpaint(denoiser: Denoiser, diffusion: ImageDiffusion, image: Tensor, mask: Tensor, camera_to_worlds: Tensor,
             intrinsics: Tensor, num_steps: Optional[int] = None, resample: int = 1,
-            generator: Optional[torch.Generator] = None) -> Tuple[Triplanes, Tensor, Tensor]:
+            generator: Optional[torch.Generator] = None,
+            on_step: Optional[StepCallback] = None) -> Tuple[Triplanes, Tensor, Tensor]:
     """3D-aware RePaint inpainting.
 
     Args:
@@ -180,7 +188,7 @@ def inpaint(denoiser: Denoiser, diffusion: ImageDiffusion, image: Tensor, mask: 
     timesteps = diffusion.timesteps_from(diffusion.num_train_timesteps - 1, num_steps)
     x0_pred, triplanes = reverse_process(denoiser, diffusion, sample, timesteps, camera_to_worlds, intrinsics,
                                          known=known, known_mask=known_mask, resample=resample,
-                                         generator=generator)
+                                         generator=generator, on_step=on_step)
     render = (x0_pred.clamp(-1, 1) + 1) / 2
     inpainted = known_mask * image + (1 - known_mask) * render
     return triplanes, inpainted, render

@@ -4,7 +4,8 @@ single-view reconstruction of the held-out objects with and without the learned 
 Steps, all through nerfstudio's own code paths:
 
 1. write the synthetic ``objects`` dataset (white background, SRN layout);
-2. train ``ssdnerf-small`` with ``ns-train``'s code path (:func:`ns_diffusion_methods.benchmark.nerfstudio_runs.train_run`);
+2. train ``ssdnerf-small`` with ``ns-train``'s code path
+(:func:`ns_diffusion_methods.benchmark.nerfstudio_runs.train_run`);
 3. run ``ns-eval`` on the run (the full method, 1-view and 2-view protocol);
 4. re-run the 1-view protocol of ``ns-eval`` (``pipeline.get_average_eval_image_metrics``) with the paper's
    ablation switches: guided sampling without fine-tuning, guided sampling + rendering-only fine-tuning,
@@ -85,12 +86,13 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Console) -> List[Dict[s
     if samples > 0:
         model = pipeline.model
         start = time.perf_counter()
-        codes = generate_codes(model, samples, int(params.get("sample_ddim_steps", 50)), seed=0)
+        num_steps = int(params.get("sample_num_steps", 50))
+        codes = generate_codes(model, samples, num_steps, seed=0)
         cameras = turntable_cameras(pipeline.datamanager.train_dataset.cameras, 24).to(model.device)
         written = save_turntables(model, codes, cameras, output_dir / "samples")
         with torch.no_grad():
             coverage = _coverage(model, codes, cameras)
-        rows.append({"variant": f"generation: {samples} samples, DDIM {params.get('sample_ddim_steps', 50)} steps "
+        rows.append({"variant": f"generation: {samples} samples, DDIM {num_steps} steps "
                                 f"({written[0].relative_to(output_dir)})",
                      "views": None, "object_coverage": coverage, "train_s": round(train_s, 1),
                      "eval_s": round(time.perf_counter() - start, 1)})

@@ -1,6 +1,6 @@
 """The diffusion prior over triplane codes: U-Net, noise schedule, v-prediction loss, DDIM sampling.
 
-Conventions (SSDNeRF §5): linear betas 1e-4..2e-2 over T = 1000 steps, alpha_t = sqrt(abar_t), sigma_t =
+Conventions (SSDNeRF's code): linear betas 1e-4..2e-2 over T = 1000 steps, alpha_t = sqrt(abar_t), sigma_t =
 sqrt(1 - abar_t), x_t = alpha_t x_0 + sigma_t eps. The U-Net predicts v = alpha_t eps - sigma_t x_0, so
 x0_hat = alpha_t x_t - sigma_t v_hat. The loss of a sample is ``0.5 * mean((v_hat - v)^2) * (alpha/sigma)^(2w) *
 sigma^2``, which equals ``(alpha/sigma)^(2w)`` times the x_0 error (the paper's timestep weighting, power w).
@@ -9,12 +9,14 @@ sigma^2``, which equals ``(alpha/sigma)^(2w)`` times the x_0 error (the paper's 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from nerfstudio.configs.base_config import PrintableConfig
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 
 @dataclass
@@ -51,6 +53,8 @@ def build_unet(config: CodeUNetConfig, channels: int, resolution: int) -> UNet2D
     resolutions = [resolution // 2**i for i in range(levels)]
     down = tuple("AttnDownBlock2D" if r in config.attention_resolutions else "DownBlock2D" for r in resolutions)
     up = tuple("AttnUpBlock2D" if r in config.attention_resolutions else "UpBlock2D" for r in reversed(resolutions))
+    from diffusers import UNet2DModel  # here, not at import: the method registry must stay light
+
     return UNet2DModel(
         sample_size=resolution, in_channels=channels, out_channels=channels,
         down_block_types=down, up_block_types=up, block_out_channels=tuple(config.block_out_channels),
@@ -71,6 +75,8 @@ class GaussianSchedule(nn.Module):
         self.num_timesteps = num_timesteps
         self.scheduler_config = dict(num_train_timesteps=num_timesteps, beta_start=beta_start, beta_end=beta_end,
                                      beta_schedule="linear", prediction_type="v_prediction")
+        from diffusers import DDPMScheduler
+
         alphas_cumprod = DDPMScheduler(**self.scheduler_config).alphas_cumprod.to(torch.float32)
         self.register_buffer("alpha", alphas_cumprod.sqrt(), persistent=False)
         self.register_buffer("sigma", (1.0 - alphas_cumprod).sqrt(), persistent=False)
@@ -86,6 +92,8 @@ class GaussianSchedule(nn.Module):
 
     def ddim_timesteps(self, num_steps: int) -> List[int]:
         """DDIM's timesteps, ``trailing`` spacing: 999, 979, ... for 50 steps (as in SSDNeRF)."""
+        from diffusers import DDIMScheduler
+
         scheduler = DDIMScheduler(**self.scheduler_config, timestep_spacing="trailing")
         scheduler.set_timesteps(num_steps)
         return [int(t) for t in scheduler.timesteps]
@@ -123,23 +131,4 @@ def ddim_step(x0_hat: Tensor, x_t: Tensor, t: Tensor, t_prev: Tensor, schedule: 
     return alpha_prev * x0_hat + sigma_prev * eps_hat
 
 
-@torch.no_grad()
-def copy_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    """ema <- beta * ema + (1 - beta) * model for parameters; buffers are copied."""
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p.detach(), 1.0 - beta)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
-
-
-def stylegan_ema_beta(step: int, batch_size: int, ema_kimg: float, ema_rampup: float) -> float:
-    """StyleGAN's EMA momentum: half-life of ``ema_kimg`` thousand samples, ramped up over the first
-    ``ema_rampup`` fraction of the samples seen so far (SSDNeRF: 4 kimg, ramp-up 0.05, batch 16)."""
-    ema_nimg = ema_kimg * 1000.0
-    if ema_rampup > 0:
-        ema_nimg = min(ema_nimg, (step + 1) * batch_size * ema_rampup)
-    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
-
-
-__all__ = ["CodeUNetConfig", "GaussianSchedule", "build_unet", "copy_ema", "ddim_step", "predict_x0",
-           "stylegan_ema_beta", "v_prediction_loss"]
+__all__ = ["CodeUNetConfig", "GaussianSchedule", "build_unet", "ddim_step", "predict_x0", "v_prediction_loss"]

@@ -1,9 +1,10 @@
 """Image metrics of the SSDNeRF / PixelNeRF reconstruction protocol.
 
-Renders are clamped to [0, 1] and quantised to 8 bit first (paper §9.1). PSNR per image; SSIM is scikit-image's
-``structural_similarity`` (data_range 1, 7x7 uniform window, over the colour channels), as in the paper's evaluation
-code; LPIPS is VGG-LPIPS through :func:`ns_diffusion_methods.compat.metrics.lpips_metric`, left out of the results
-when its backbone weights are not available offline.
+Renders are clamped to [0, 1] and quantised to 8 bit first, as SSDNeRF's evaluation code does. PSNR per image
+(:func:`ns_diffusion_methods.metrics.image.psnr_from_mse`); SSIM is scikit-image's ``structural_similarity`` (data
+range 1, 7x7 uniform window, over the colour channels; :func:`ns_diffusion_methods.metrics.image.skimage_ssim`), as in
+the paper's evaluation code; LPIPS is VGG-LPIPS through :func:`ns_diffusion_methods.metrics.lpips.lpips_metric`, left
+out of the results when its backbone weights are not available offline.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor, nn
 
+from ns_diffusion_methods.metrics.image import psnr_from_mse, skimage_ssim
+
 _LPIPS: Dict[str, nn.Module] = {}
 
 
@@ -21,24 +24,10 @@ def quantize(image: Tensor) -> Tensor:
     return torch.round(image.clamp(0.0, 1.0) * 255.0) / 255.0
 
 
-def psnr(prediction: Tensor, target: Tensor) -> float:
-    """PSNR in dB of one image (``[H, W, 3]`` in [0, 1])."""
-    mse = (prediction - target).square().mean().clamp_min(1e-10)
-    return float(-10.0 * torch.log10(mse))
-
-
-def ssim(prediction: Tensor, target: Tensor) -> float:
-    """scikit-image SSIM of one image (``[H, W, 3]`` in [0, 1])."""
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(prediction.detach().cpu().numpy(), target.detach().cpu().numpy(),
-                                       data_range=1.0, channel_axis=-1))
-
-
 def lpips_module(device: torch.device) -> nn.Module:
     """VGG-LPIPS (torchmetrics, inputs in [0, 1]), or an unavailable stand-in returning NaN."""
     if "vgg" not in _LPIPS:
-        from ns_diffusion_methods.compat.metrics import lpips_metric
+        from ns_diffusion_methods.metrics.lpips import lpips_metric
 
         _LPIPS["vgg"] = lpips_metric(net_type="vgg", normalize=True)
     return _LPIPS["vgg"].to(device)
@@ -49,7 +38,8 @@ def image_metrics(prediction: Tensor, target: Tensor, with_lpips: bool = True,
     """PSNR, SSIM and (where available) LPIPS of a quantised render against its target, ``[H, W, 3]`` each."""
     prediction = quantize(prediction)
     target = target.clamp(0.0, 1.0)
-    out = {"psnr": psnr(prediction, target), "ssim": ssim(prediction, target)}
+    out = {"psnr": float(psnr_from_mse((prediction - target).square().mean())),
+           "ssim": skimage_ssim(prediction, target)}
     if with_lpips:
         module = lpips if lpips is not None else lpips_module(prediction.device)
         if getattr(module, "available", True):

@@ -4,7 +4,8 @@ The model holds everything that is learned or must survive a checkpoint:
 
 - per-object triplane codes, stored pre-activation (``codes_pre [N, 3, C, R, R]``, code = 2 tanh(code_pre)), with
   each object's own Adam state (``code_exp_avg``, ``code_exp_avg_sq``, ``code_steps``) as buffers, so that a resumed
-  run continues every object's optimiser exactly (paper §6: the per-scene Adam state persists across visits);
+  run continues every object's optimiser exactly (as in the official SSDNeRF code, where each scene's Adam state
+  persists across visits);
 - the shared decoder MLP (:class:`ns_diffusion_methods.triplane.decoder.TriplaneMLPDecoder`) and the diffusion U-Net
   over codes reshaped to ``[3C, R, R]``, each with an EMA copy used at test time;
 - the EMA of mean(x0^2) that normalises the diffusion loss (c_diff / EMA, paper Eq. 4 text).
@@ -29,9 +30,15 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from torch import Tensor, nn
 from torch.nn import Parameter
 
+from ns_diffusion_methods.engine.ema import stylegan_ema_decay, update_ema
 from ns_diffusion_methods.errors import DataError
-from ns_diffusion_methods.methods.ssdnerf.diffusion import (CodeUNetConfig, GaussianSchedule, build_unet, copy_ema,
-                                                           stylegan_ema_beta, v_prediction_loss)
+from ns_diffusion_methods.methods.ssdnerf.diffusion import (
+    CodeUNetConfig,
+    GaussianSchedule,
+    build_unet,
+    v_prediction_loss,
+)
+from ns_diffusion_methods.metrics.image import psnr_from_mse
 from ns_diffusion_methods.triplane.decoder import TriplaneMLPDecoder
 from ns_diffusion_methods.triplane.rendering import BoxVolumeRendererConfig
 
@@ -216,7 +223,7 @@ class SSDNeRFModel(Model):
 
     def rendering_loss(self, rgb: Tensor, target: Tensor, num_views: Tensor) -> Tensor:
         """Per-object rendering loss ``[B]``: mean squared error over rays and channels * pixel weight * 3 *
-        (1 - exp(-0.1 N_v)) (paper §6.2: the weight saturates with the number of views).
+        (1 - exp(-0.1 N_v)) (SSDNeRF's rendering-loss weight, which saturates with the number of views).
 
         Args:
             rgb, target: ``[B, N, 3]``.
@@ -257,9 +264,9 @@ class SSDNeRFModel(Model):
     @torch.no_grad()
     def update_ema(self, step: int, batch_size: int) -> float:
         """EMA update of the decoder and U-Net; returns the momentum used."""
-        beta = stylegan_ema_beta(step, batch_size, self.config.ema_kimg, self.config.ema_rampup)
-        copy_ema(self.decoder_ema, self.decoder, beta)
-        copy_ema(self.unet_ema, self.unet, beta)
+        beta = stylegan_ema_decay(step, batch_size, self.config.ema_kimg, self.config.ema_rampup)
+        update_ema(self.decoder_ema, self.decoder, beta)
+        update_ema(self.unet_ema, self.unet, beta)
         return beta
 
     # ------------------------------------------------------------------ nerfstudio Model API
@@ -286,7 +293,7 @@ class SSDNeRFModel(Model):
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         mse = (outputs["rgb"] - batch["image"].to(outputs["rgb"])).square().mean()
-        return {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
+        return {"psnr": psnr_from_mse(mse)}
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         return {"rgb_loss": (outputs["rgb"] - batch["image"].to(outputs["rgb"])).square().mean()}

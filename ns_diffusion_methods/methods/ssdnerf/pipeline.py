@@ -17,17 +17,23 @@ from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.engine.optimizers import Optimizers
-from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerSlider
 from torch.cuda.amp.grad_scaler import GradScaler
 
-from ns_diffusion_methods.compat.metrics import drop_unavailable
 from ns_diffusion_methods.data.multi_object import MultiObjectDataManager, MultiObjectDataManagerConfig
+from ns_diffusion_methods.engine.pipeline import DiffusionPipeline
 from ns_diffusion_methods.errors import DataError, UserFacingError
 from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModel, SSDNeRFModelConfig
-from ns_diffusion_methods.methods.ssdnerf.reconstruction import (ReconstructionSettings, evaluate_reconstruction,
-                                                                 render_views)
+from ns_diffusion_methods.methods.ssdnerf.reconstruction import (
+    ReconstructionSettings,
+    evaluate_reconstruction,
+    render_views,
+)
 from ns_diffusion_methods.methods.ssdnerf.training import RayBatch, inner_steps_at, single_stage_step
+from ns_diffusion_methods.metrics.image import psnr_from_mse
+from ns_diffusion_methods.metrics.lpips import drop_unavailable
 
 
 @dataclass
@@ -85,15 +91,16 @@ class SSDNeRFPipelineConfig(VanillaPipelineConfig):
     """Score LPIPS (VGG) where its weights are available."""
 
 
-class SSDNeRFPipeline(VanillaPipeline):
+class SSDNeRFPipeline(DiffusionPipeline):
     """See the module docstring."""
 
     config: SSDNeRFPipelineConfig
     datamanager: MultiObjectDataManager
     _model: SSDNeRFModel
 
-    def __init__(self, config: SSDNeRFPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
-                 world_size: int = 1, local_rank: int = 0, grad_scaler: Optional[GradScaler] = None):
+    def __init__(self, config: SSDNeRFPipelineConfig, device: str,
+                 test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
+                 grad_scaler: Optional[GradScaler] = None):
         if world_size > 1:
             raise UserFacingError(f"ssdnerf trains in a single process (the per-object codes and their Adam states "
                                   f"live outside DDP), but world size is {world_size}. Use --machine.num-devices 1.")
@@ -154,7 +161,7 @@ class SSDNeRFPipeline(VanillaPipeline):
         loss = self.model.rendering_loss(out["rgb"], ray_batch.target, ray_batch.num_views).mean()
         mse = (out["rgb"] - ray_batch.target).square().mean()
         self.train()
-        return out, {"rendering_loss": loss}, {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
+        return out, {"rendering_loss": loss}, {"psnr": psnr_from_mse(mse)}
 
     @torch.no_grad()
     def get_eval_image_metrics_and_images(self, step: int):
@@ -208,7 +215,7 @@ class SSDNeRFPipeline(VanillaPipeline):
                 metrics = evaluate_reconstruction(
                     self.model, lambda i, k=k: dm.eval_object(i, k), num_objects, settings,
                     batch_size=self.config.eval_batch_size, seed=self.config.eval_seed, output_path=output_path,
-                    prefix=f"{k}v_", with_lpips=self.config.eval_lpips)
+                    prefix=f"{k}v_", with_lpips=self.config.eval_lpips, console=CONSOLE)
                 for key, value in metrics.items():
                     if key == "num_images":
                         results[f"num_images_{k}v"] = value

@@ -1,6 +1,6 @@
 """SSDNeRF at test time: guided sampling, fine-tuning, unconditional generation, and the reconstruction protocol.
 
-Reconstruction of an unseen object from its input view(s) (paper §4.3, ``guide_optim``):
+Reconstruction of an unseen object from its input view(s) (the official SSDNeRF code's ``guide_optim`` mode):
 
 1. **guided DDIM sampling** (Eqs. 5-6): at every DDIM step, predict x0_hat, render rays of the input views from it,
    back-propagate the rendering loss *through the U-Net* to x_t (gradient g), and move
@@ -24,10 +24,11 @@ from typing import Callable, Dict, List, Literal, Optional, Sequence
 import numpy as np
 import torch
 from nerfstudio.cameras.cameras import Cameras
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console
 from torch import Tensor
 
 from ns_diffusion_methods.data.multi_object import ObjectViews
+from ns_diffusion_methods.engine.progress import StepCallback, progress_bars, step_task
 from ns_diffusion_methods.methods.ssdnerf.diffusion import ddim_step, predict_x0
 from ns_diffusion_methods.methods.ssdnerf.metrics import image_metrics
 from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModel
@@ -105,7 +106,7 @@ def _render_loss(model: SSDNeRFModel, code: Tensor, rays: RayBatch, perturb: boo
 def guided_sample(model: SSDNeRFModel, rays: Optional[InputRays], num_steps: int, guidance_gain: float,
                   rays_per_step: int, num_objects: Optional[int] = None, noise: Optional[Tensor] = None,
                   langevin_steps: int = 0, langevin_delta: float = 0.4,
-                  generator: Optional[torch.Generator] = None) -> Tensor:
+                  generator: Optional[torch.Generator] = None, on_step: Optional[StepCallback] = None) -> Tensor:
     """DDIM sampling of codes, guided by the rendering loss of ``rays`` (unguided when ``rays`` is None or the gain
     is 0). Uses the EMA U-Net and decoder (when configured).
 
@@ -118,6 +119,7 @@ def guided_sample(model: SSDNeRFModel, rays: Optional[InputRays], num_steps: int
         num_objects: B when ``rays`` is None.
         noise: x_T ``[B, 3C, R, R]`` (default standard normal from ``generator``).
         langevin_steps, langevin_delta: Langevin corrector steps per DDIM step and their size (paper chairs: 5, 0.4).
+        on_step: called as ``on_step(done, num_steps)`` after each DDIM step (progress bars).
 
     Returns:
         Activated codes ``[B, 3, C, R, R]``.
@@ -166,12 +168,14 @@ def guided_sample(model: SSDNeRFModel, rays: Optional[InputRays], num_steps: int
         # 2. Guided x0 prediction, then the DDIM step to t_prev.
         x0 = x0_of(x, t)
         x = ddim_step(x0, x, t_batch, torch.full_like(t_batch, t_prev), schedule)
+        if on_step is not None:
+            on_step(i + 1, len(timesteps))
     return model.image_to_code(x.detach())
 
 
 def finetune(model: SSDNeRFModel, code: Tensor, rays: InputRays, outer_steps: int, inner_steps: int, lr: float,
              lr_gamma: float = 0.998, prior_weight: float = 1.0, rays_per_step: int = 2**14,
-             generator: Optional[torch.Generator] = None) -> Tensor:
+             generator: Optional[torch.Generator] = None, on_step: Optional[StepCallback] = None) -> Tensor:
     """Fine-tune codes on the input views with decoder and U-Net frozen (paper Eq. 7).
 
     Args:
@@ -182,6 +186,7 @@ def finetune(model: SSDNeRFModel, code: Tensor, rays: InputRays, outer_steps: in
         prior_weight: c'_diff (paper: 1); 0 = rendering-only fine-tuning (ablation).
         rays_per_step: rays per object per inner step.
         generator: source of the diffusion timesteps, noise and sample jitter (default: torch's global one).
+        on_step: called as ``on_step(done, outer_steps * inner_steps)`` after each inner step (progress bars).
 
     Returns:
         Fine-tuned activated codes.
@@ -210,6 +215,8 @@ def finetune(model: SSDNeRFModel, code: Tensor, rays: InputRays, outer_steps: in
                 code_pre.grad = grad + prior_grad
                 optimizer.step()
                 scheduler.step()
+                if on_step is not None:
+                    on_step(ray_step, outer_steps * inner_steps)
     return model.activate(code_pre.detach())
 
 
@@ -241,9 +248,18 @@ class ReconstructionSettings:
     finetune_prior_weight: float = 1.0
 
 
+#: ``on_phase_step(phase, done, total)``: progress of :func:`reconstruct`, phase 'guided DDIM' or 'fine-tuning'
+PhaseCallback = Callable[[str, int, int], None]
+
+
 def reconstruct(model: SSDNeRFModel, objects: Sequence[ObjectViews], settings: ReconstructionSettings,
-                seed: int = 0) -> Tensor:
-    """Codes ``[B, 3, C, R, R]`` of held-out objects from their input views (init, then fine-tuning)."""
+                seed: int = 0, on_phase_step: Optional[PhaseCallback] = None) -> Tensor:
+    """Codes ``[B, 3, C, R, R]`` of held-out objects from their input views (init, then fine-tuning); progress is
+    reported as ``on_phase_step(phase, done, total)``."""
+
+    def phase(name: str) -> Optional[StepCallback]:
+        return None if on_phase_step is None else (lambda done, total: on_phase_step(name, done, total))
+
     generator = torch.Generator().manual_seed(seed)
     rays = input_rays(objects, generator)
     if settings.init == "mean":
@@ -252,34 +268,42 @@ def reconstruct(model: SSDNeRFModel, objects: Sequence[ObjectViews], settings: R
         code = guided_sample(model, rays if settings.init == "guided" else None, settings.ddim_steps,
                              settings.guidance_gain, settings.rays_per_step, num_objects=len(objects),
                              langevin_steps=settings.langevin_steps, langevin_delta=settings.langevin_delta,
-                             generator=generator)
+                             generator=generator, on_step=phase("guided DDIM" if settings.init == "guided"
+                                                                else "unguided DDIM"))
     if settings.finetune != "none" and settings.finetune_outer_steps > 0:
         weight = settings.finetune_prior_weight if settings.finetune == "prior" else 0.0
         code = finetune(model, code, rays, settings.finetune_outer_steps, settings.finetune_inner_steps,
-                        settings.finetune_lr, settings.finetune_lr_gamma, weight, settings.rays_per_step, generator)
+                        settings.finetune_lr, settings.finetune_lr_gamma, weight, settings.rays_per_step, generator,
+                        on_step=phase("fine-tuning"))
     return code
 
 
 def evaluate_reconstruction(model: SSDNeRFModel, get_object: Callable[[int], ObjectViews], num_objects: int,
                             settings: ReconstructionSettings, batch_size: int = 8, seed: int = 0,
                             output_path: Optional[Path] = None, prefix: str = "",
-                            with_lpips: bool = True) -> Dict[str, float]:
+                            with_lpips: bool = True, console: Optional[Console] = None) -> Dict[str, float]:
     """The reconstruction protocol over held-out objects: reconstruct from the input views, render every other
     view, score it (PSNR, SSIM, LPIPS where available), and return the mean and std over all scored images.
 
     Args:
         get_object: object index -> its views with the input views of the setting.
         output_path: if given, write ``{prefix}{object}_view{v}.png`` (render | ground truth) per scored view.
+        console: where the progress bars go (objects, and the steps of the batch being reconstructed).
     """
-    from PIL import Image
+    from ns_diffusion_methods.data.images import save_image
 
     per_image: Dict[str, List[float]] = {}
-    with Progress(TextColumn(f"[bold]ssdnerf {prefix or 'reconstruction'}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), transient=True) as progress:
-        task = progress.add_task("objects", total=num_objects)
+    setting = prefix.rstrip("_") or "reconstruction"
+    with progress_bars(console) as progress:
+        task = progress.add_task(f"ssdnerf {setting}: objects", total=num_objects)
         for start in range(0, num_objects, batch_size):
             objects = [get_object(i) for i in range(start, min(start + batch_size, num_objects))]
-            codes = reconstruct(model, objects, settings, seed=seed + start)
+            with step_task(progress, "  steps") as steps:
+                def on_phase_step(phase: str, done: int, total: int) -> None:
+                    steps.describe(f"  {phase} steps")
+                    steps(done, total)
+
+                codes = reconstruct(model, objects, settings, seed=seed + start, on_phase_step=on_phase_step)
             for obj, code in zip(objects, codes):
                 scored = torch.as_tensor(obj.scored_views, dtype=torch.long)
                 renders = render_views(model, code, obj.cameras[scored.to(obj.cameras.device)])
@@ -288,10 +312,9 @@ def evaluate_reconstruction(model: SSDNeRFModel, get_object: Callable[[int], Obj
                     for key, value in image_metrics(render, target, with_lpips=with_lpips).items():
                         per_image.setdefault(key, []).append(value)
                     if output_path is not None:
-                        output_path.mkdir(parents=True, exist_ok=True)
-                        pair = torch.cat([render.clamp(0, 1), target], dim=1)
-                        Image.fromarray((pair.cpu().numpy() * 255).round().astype(np.uint8)).save(
-                            output_path / f"{prefix}{obj.name}_view{view:03d}.png")
+                        pair = torch.cat([render.clamp(0, 1), target], dim=1)  # [H, 2W, 3]
+                        save_image((pair.cpu().numpy() * 255).round().astype(np.uint8),
+                                   output_path / f"{prefix}{obj.name}_view{view:03d}.png")
                 progress.advance(task)
     results: Dict[str, float] = {}
     for key, values in per_image.items():

@@ -1,6 +1,7 @@
-"""``ns-diffusion sample ssdnerf``: generate new objects with a trained SSDNeRF and render turntables.
+"""Generation with a trained SSDNeRF: new codes by DDIM from noise, and turntables of them (used by ``ns-diffusion
+sample ssdnerf``, :class:`ns_diffusion_methods.methods.ssdnerf.commands.SampleCommand`, and the benchmark).
 
-Unconditional generation (paper §7.1): DDIM with 50 steps, eta = 0, x0_hat clipped to [-2, 2], EMA U-Net; the codes
+Unconditional generation as in SSDNeRF: DDIM with 50 steps, eta = 0, x0_hat clipped to [-2, 2], EMA U-Net; the codes
 are rendered with the EMA decoder from a ring of cameras around the object (distance, elevation, up direction and
 intrinsics taken from the training cameras unless given).
 """
@@ -8,29 +9,25 @@ intrinsics taken from the training cameras unless given).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
-from rich.console import Console
 from torch import Tensor
 
-from ns_diffusion_methods.errors import UserFacingError
-
-CONSOLE = Console()
+from ns_diffusion_methods.engine.progress import StepCallback
 
 
-def turntable_cameras(reference: Cameras, num_frames: int, elevation_deg: Optional[float] = None,
+def turntable_cameras(reference: Cameras, num_views: int, elevation_deg: Optional[float] = None,
                       distance: Optional[float] = None) -> Cameras:
     """A ring of cameras looking at the origin, like the dataset's cameras.
 
     Args:
         reference: the training cameras; their mean up vector is the ring's axis, their mean distance and elevation
             the defaults, and the first camera gives the intrinsics.
-        num_frames: cameras on the ring (azimuths evenly spaced from 0).
+        num_views: cameras on the ring (azimuths evenly spaced from 0).
         elevation_deg, distance: override the defaults.
     """
     c2w = reference.camera_to_worlds.float().cpu()
@@ -48,8 +45,8 @@ def turntable_cameras(reference: Cameras, num_frames: int, elevation_deg: Option
     e2 = torch.linalg.cross(up, e1)
     elevation = math.radians(elevation_deg)
     poses = []
-    for i in range(num_frames):
-        azimuth = 2 * math.pi * i / num_frames
+    for i in range(num_views):
+        azimuth = 2 * math.pi * i / num_views
         direction = math.cos(elevation) * (math.cos(azimuth) * e1 + math.sin(azimuth) * e2) + math.sin(elevation) * up
         z = direction / direction.norm()  # OpenGL: the camera looks down -z, i.e. towards the origin
         x = torch.linalg.cross(up, z)
@@ -61,19 +58,22 @@ def turntable_cameras(reference: Cameras, num_frames: int, elevation_deg: Option
                    height=int(reference.height[0]), camera_type=CameraType.PERSPECTIVE)
 
 
-def generate_codes(model, num: int, ddim_steps: int = 50, seed: int = 0) -> Tensor:
-    """``num`` new codes ``[num, 3, C, R, R]`` by unconditional DDIM sampling."""
+def generate_codes(model, num: int, num_steps: int = 50, seed: int = 0,
+                   on_step: Optional[StepCallback] = None) -> Tensor:
+    """``num`` new codes ``[num, 3, C, R, R]`` by unconditional DDIM sampling with ``num_steps`` steps (all objects in
+    one batch; ``on_step(done, num_steps)`` after each step)."""
     from ns_diffusion_methods.methods.ssdnerf.reconstruction import guided_sample
 
     generator = torch.Generator().manual_seed(seed)
-    return guided_sample(model, None, ddim_steps, 0.0, 0, num_objects=num, generator=generator)
+    return guided_sample(model, None, num_steps, 0.0, 0, num_objects=num, generator=generator, on_step=on_step)
 
 
-def save_turntables(model, codes: Tensor, cameras: Cameras, output: Path, grid_columns: int = 8) -> List[Path]:
+def save_turntables(model, codes: Tensor, cameras: Cameras, output: Path, grid_columns: int = 8,
+                    on_object: Optional[StepCallback] = None) -> List[Path]:
     """Render every code from ``cameras``; write ``sample_NNN/frame_MMM.png``, ``sample_NNN.gif`` and a grid
-    ``samples.png`` (one row per sample, ``grid_columns`` frames). Returns the written grid and GIF paths."""
-    from PIL import Image
-
+    ``samples.png`` (one row per sample, ``grid_columns`` frames). Returns the written grid and GIF paths.
+    ``on_object(done, total)`` is called after each object."""
+    from ns_diffusion_methods.data.images import save_gif, save_image
     from ns_diffusion_methods.methods.ssdnerf.reconstruction import render_views
 
     output.mkdir(parents=True, exist_ok=True)
@@ -81,62 +81,15 @@ def save_turntables(model, codes: Tensor, cameras: Cameras, output: Path, grid_c
     for i, code in enumerate(codes):
         frames = (render_views(model, code, cameras).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         folder = output / f"sample_{i:03d}"
-        folder.mkdir(exist_ok=True)
-        images = [Image.fromarray(frame) for frame in frames]
-        for j, image in enumerate(images):
-            image.save(folder / f"frame_{j:03d}.png")
+        for j, frame in enumerate(frames):
+            save_image(frame, folder / f"frame_{j:03d}.png")
         gif = output / f"sample_{i:03d}.gif"
-        images[0].save(gif, save_all=True, append_images=images[1:], duration=80, loop=0)
+        save_gif(list(frames), gif)
         written.append(gif)
         picks = np.linspace(0, len(frames), num=min(grid_columns, len(frames)), endpoint=False).astype(int)
         rows.append(np.concatenate([frames[j] for j in picks], axis=1))
+        if on_object is not None:
+            on_object(i + 1, len(codes))
     grid = output / "samples.png"
-    Image.fromarray(np.concatenate(rows, axis=0)).save(grid)
+    save_image(np.concatenate(rows, axis=0), grid)
     return [grid] + written
-
-
-@dataclass
-class SampleSSDNeRF:
-    """Generate new objects with a trained ssdnerf (DDIM from noise) and render turntables."""
-
-    load_config: Path
-    """The run's config.yml (from ns-train ssdnerf / ssdnerf-small)."""
-    num: int = 4
-    """Number of objects to generate."""
-    output: Path = Path("renders/ssdnerf-samples")
-    """Output folder: per sample a folder of frames and a GIF, plus samples.png and codes.pt."""
-    ddim_steps: int = 50
-    """DDIM steps (paper: 50)."""
-    seed: int = 0
-    """Seed of the initial noise."""
-    num_frames: int = 24
-    """Turntable frames per object."""
-    elevation_deg: Optional[float] = None
-    """Camera elevation in degrees (default: the training cameras' mean)."""
-    distance: Optional[float] = None
-    """Camera distance from the origin (default: the training cameras' mean)."""
-
-    def main(self) -> int:
-        """Load the run, sample, render."""
-        from nerfstudio.utils.eval_utils import eval_setup
-
-        from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModel
-
-        if not self.load_config.is_file():
-            raise UserFacingError(f"No config file at {self.load_config}. Pass the config.yml of an ssdnerf run "
-                                  f"(outputs/<experiment>/ssdnerf/<timestamp>/config.yml).")
-        if self.num < 1 or self.ddim_steps < 1 or self.num_frames < 1:
-            raise UserFacingError(f"--num, --ddim-steps and --num-frames must be >= 1, but got {self.num}, "
-                                  f"{self.ddim_steps}, {self.num_frames}.")
-        _, pipeline, checkpoint, step = eval_setup(self.load_config, test_mode="inference")
-        model = pipeline.model
-        if not isinstance(model, SSDNeRFModel):
-            raise UserFacingError(f"{self.load_config} is a {type(model).__name__} run, not an ssdnerf run.")
-        CONSOLE.print(f"Sampling {self.num} objects with {self.ddim_steps} DDIM steps (checkpoint {checkpoint}).")
-        codes = generate_codes(model, self.num, self.ddim_steps, self.seed)
-        cameras = turntable_cameras(pipeline.datamanager.train_dataset.cameras, self.num_frames, self.elevation_deg,
-                                    self.distance).to(model.device)
-        written = save_turntables(model, codes, cameras, self.output)
-        torch.save(codes.cpu(), self.output / "codes.pt")
-        CONSOLE.print(f"Wrote {written[0]} and {len(written) - 1} turntables to {self.output}.")
-        return 0

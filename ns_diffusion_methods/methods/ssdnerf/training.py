@@ -23,6 +23,7 @@ from nerfstudio.cameras.rays import RayBundle
 from torch import Tensor
 
 from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModel
+from ns_diffusion_methods.metrics.image import psnr_from_mse
 
 
 @dataclass
@@ -131,7 +132,7 @@ def single_stage_step(
     with torch.no_grad():
         mse = (out["rgb"] - rays.target).square().mean()
         metrics = {
-            "psnr": -10.0 * torch.log10(mse.clamp_min(1e-10)),
+            "psnr": psnr_from_mse(mse),
             "k_in": torch.tensor(float(k_in)),
             "diffusion_norm": model.diffusion_norm.detach().clone().squeeze(),
             "code_rms": model.activate(code_pre).square().mean().sqrt(),

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from ns_diffusion_methods.methods.difix3d.fixing import LazyOutputs, scale_learning_rates
+from ns_diffusion_methods.metrics.lpips import package_lpips_in_stock_models
 
 
 def scene_box():
@@ -70,8 +71,9 @@ def test_nerfacto_state_and_param_groups_match_stock_nerfacto():
     from ns_diffusion_methods.methods.difix3d.model import Difix3DNerfactoModelConfig
 
     kwargs = dict(scene_box=scene_box(), num_train_data=3, metadata={}, device="cpu")
-    stock = NerfactoModelConfig(**tiny_nerfacto_kwargs(), camera_optimizer=CameraOptimizerConfig(mode="SO3xR3")
-                                ).setup(**kwargs)
+    with package_lpips_in_stock_models():  # offline: stock nerfacto's LPIPS is unavailable, not fatal
+        stock = NerfactoModelConfig(**tiny_nerfacto_kwargs(), camera_optimizer=CameraOptimizerConfig(mode="SO3xR3")
+                                    ).setup(**kwargs)
     ours = Difix3DNerfactoModelConfig(**tiny_nerfacto_kwargs()).setup(**kwargs)
     assert {k: v.shape for k, v in stock.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
     ours.load_state_dict(stock.state_dict(), strict=True)
@@ -89,7 +91,8 @@ def test_splat_state_and_param_groups_match_stock_splatfacto():
 
     torch.manual_seed(0)
     kwargs = dict(scene_box=scene_box(), num_train_data=3, metadata={}, device="cpu")
-    stock = SplatfactoModelConfig(num_random=64).setup(**kwargs)
+    with package_lpips_in_stock_models():
+        stock = SplatfactoModelConfig(num_random=64).setup(**kwargs)
     ours = Difix3DSplatModelConfig(num_random=64).setup(**kwargs)
     assert {k: v.shape for k, v in stock.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
     ours.load_state_dict(stock.state_dict())
@@ -192,3 +195,67 @@ def test_oracle_fixer_renders_the_ground_truth_of_nerfstudio_cameras(sparse_view
     from_file = OracleFixerConfig(scene=sparse_views_capture / "scene.json", dataparser_transforms=transforms,
                                   blur_sigma=0.0, noise_std=0.0).setup()
     torch.testing.assert_close(from_file.fix(renders, None, cameras=cameras), fixed)
+
+
+def _parse(*args: str):
+    """``ns-train ARGS`` parsed exactly as nerfstudio's ns-train parses it (the config it would train)."""
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+
+    return tyro.cli(AnnotatedBaseConfigUnion, args=list(args))
+
+
+def test_the_fixer_backend_is_a_subcommand_with_its_own_flags(tmp_path):
+    from ns_diffusion_methods.fixers.difix.config import DifixFixerConfig
+    from ns_diffusion_methods.fixers.identity import IdentityFixerConfig
+    from ns_diffusion_methods.fixers.oracle import OracleFixerConfig
+
+    base = ("difix3d-nerfacto-small", "--data", str(tmp_path), "--pipeline.max-targets", "3")
+    default = _parse(*base).pipeline
+    assert type(default.fixer) is DifixFixerConfig and default.fixer.model == "nvidia/difix_ref"
+    identity = _parse(*base, "pipeline.fixer:identity").pipeline
+    assert type(identity.fixer) is IdentityFixerConfig and identity.max_targets == 3
+    assert identity.pretrained_models() == {}  # nothing pretrained: never marked untrained
+    difix = _parse(*base, "pipeline.fixer:difix", "--pipeline.fixer.model", "tiny", "--pipeline.fixer.dtype",
+                   "float32").pipeline.fixer
+    assert difix == DifixFixerConfig(model="tiny", dtype="float32")
+    # before or after the dataparser subcommand
+    oracle = _parse(*base, "nerfstudio-data", "--eval-mode", "filename", "pipeline.fixer:oracle",
+                    "--pipeline.fixer.scene", str(tmp_path / "scene.json"), "--pipeline.fixer.noise-std", "0")
+    assert oracle.pipeline.fixer == OracleFixerConfig(scene=tmp_path / "scene.json", noise_std=0.0)
+    assert oracle.pipeline.datamanager.dataparser.eval_mode == "filename"
+    after = _parse(*base, "pipeline.fixer:identity", "colmap").pipeline
+    assert type(after.fixer) is IdentityFixerConfig
+    assert type(after.datamanager.dataparser).__name__ == "ColmapDataParserConfig"
+    with pytest.raises(SystemExit):  # a backend's flag without its subcommand is refused, not silently ignored
+        _parse(*base, "--pipeline.fixer.model", "tiny")
+
+
+@pytest.mark.parametrize("backend", ["difix", "identity", "oracle"])
+def test_a_config_with_each_fixer_backend_survives_config_yml(backend, tmp_path):
+    config = _parse("difix3d-splat-small", "--data", str(tmp_path), f"pipeline.fixer:{backend}")
+    loaded = yaml.load(yaml.dump(config), Loader=yaml.Loader)
+    assert loaded == config and type(loaded.pipeline.fixer) is type(config.pipeline.fixer)
+
+
+def test_ns_train_help_lists_the_fixer_backends(capsys):
+    with pytest.raises(SystemExit) as info:
+        _parse("difix3d-nerfacto", "--help")
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for backend in ("difix", "identity", "oracle"):
+        assert f"pipeline.fixer:{backend}" in text
+    with pytest.raises(SystemExit):
+        _parse("difix3d-nerfacto", "pipeline.fixer:difix", "--help")
+    assert "--pipeline.fixer.model" in capsys.readouterr().out
+
+
+def test_the_benchmark_selects_the_oracle_with_flags_where_a_method_has_a_fixer(tmp_path):
+    from ns_diffusion_methods.fixers.oracle import OracleFixerConfig
+    from ns_diffusion_methods.methods.difix3d.benchmark import has_fixer, oracle_flags
+
+    assert not has_fixer("nerfacto") and has_fixer("difix3d-nerfacto-small") and has_fixer("difix3d-splat-small")
+    flags = oracle_flags(tmp_path, {"oracle": {"blur_sigma": 0.25, "noise_std": 0.02}})
+    config = _parse("difix3d-splat-small", "--data", str(tmp_path), "--pipeline.fix-start-step", "5", *flags)
+    assert config.pipeline.fixer == OracleFixerConfig(scene=tmp_path / "scene.json", blur_sigma=0.25, noise_std=0.02)
+    assert config.pipeline.fix_start_step == 5

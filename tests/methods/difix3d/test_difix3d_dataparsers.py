@@ -15,14 +15,16 @@ from typing import Callable, Dict, List, Tuple
 import harness
 import numpy as np
 import pytest
+from methods.difix3d.test_difix3d_methods import FAST, METHODS, TINY_FIXER, checkpoint_state, pseudo_views_of
 from PIL import Image
 from user_captures import write_blender_capture, write_colmap_capture, write_processed_capture
 
-from methods.difix3d.test_difix3d_methods import FAST, METHODS, checkpoint_state, pseudo_views_of
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
 
 #: a round at step 1 (so the run fixes, renders and references are used), two training steps
-ROUND_AT_ONCE = ["--pipeline.fixer.model", "tiny", "--pipeline.max-targets", "1", "--pipeline.fix-start-step", "1",
-                 "--pipeline.steps-per-fix", "100", "--pipeline.fix-batch-size", "1"]
+ROUND_AT_ONCE = ["--pipeline.max-targets", "1", "--pipeline.fix-start-step", "1",
+                 "--pipeline.steps-per-fix", "100", "--pipeline.fix-batch-size", "1", *TINY_FIXER]
 ITERATIONS = 2
 
 #: layout -> (writer of the capture from the sparse-views capture, dataparser subcommand and its flags)
@@ -127,9 +129,12 @@ def test_ns_train_help_lists_the_dataparser_subcommands():
     _, overview, nerfacto, splat = result.stdout.split("=== ns-train")
     assert "difix3d-nerfacto" in overview and "difix3d-splat-small" in overview
     for text in (nerfacto, splat):
-        listed = set(re.findall(r"• ([\w-]+)", text))
-        assert {"nerfstudio-data", "colmap", "blender-data"} <= listed
-        assert listed == set(all_dataparsers)  # the subcommands `ns-train nerfacto --help` lists
+        listed = set(re.findall(r"• ([\w.:-]+)", text))
+        dataparsers = {name for name in listed if ":" not in name}
+        assert {"nerfstudio-data", "colmap", "blender-data"} <= dataparsers
+        assert dataparsers == set(all_dataparsers)  # the subcommands `ns-train nerfacto --help` lists
+        # and the fixer backends
+        assert listed - dataparsers == {"pipeline.fixer:difix", "pipeline.fixer:identity", "pipeline.fixer:oracle"}
 
 
 def test_the_splat_preset_loads_3d_points_with_or_without_naming_its_dataparser():
@@ -160,7 +165,7 @@ def test_a_corrupt_downscaled_image_is_named_before_training(captures, tmp_path)
     corrupt = capture / "images_2" / "frame_00004.png"
     corrupt.write_bytes(corrupt.read_bytes()[:40])  # cut short
     with pytest.raises(DataError, match="cannot be read as an image") as info:
-        harness.train("difix3d-nerfacto-small", capture, tmp_path / "outputs", ["--pipeline.fixer.model", "tiny"],
+        harness.train("difix3d-nerfacto-small", capture, tmp_path / "outputs", TINY_FIXER,
                       LAYOUTS["images-2-only"][1], max_num_iterations=1)
     message = str(info.value)
     assert str(corrupt) in message and "1 of 20 images" in message  # only that one: images_2/ is what is checked

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import harness
 import pytest
+from methods.difix3d.test_difix3d_methods import FAST, TINY_FIXER, checkpoint_state, pseudo_views_of
 
-from methods.difix3d.test_difix3d_methods import FAST, checkpoint_state, pseudo_views_of
 from ns_diffusion_methods.methods.difix3d.pipeline import (
     densification_end,
     from_scratch_fix_start_step,
     round_up,
 )
 
-TINY_FIXER = ["--pipeline.fixer.model", "tiny", "--pipeline.max-targets", "1", "--pipeline.fix-batch-size", "1"]
+ONE_VIEW = ["--pipeline.max-targets", "1", "--pipeline.fix-batch-size", "1", *TINY_FIXER]
 
 
 def test_round_up():
@@ -46,7 +46,7 @@ def test_from_scratch_rule_on_the_presets():
 
 def test_nerfacto_from_scratch_fixes_only_after_half_the_run(sparse_views_capture, tmp_path, capsys):
     config = harness.train("difix3d-nerfacto-small", sparse_views_capture, tmp_path,
-                           [*FAST["difix3d-nerfacto-small"], *TINY_FIXER, "--pipeline.steps-per-fix", "2"],
+                           [*FAST["difix3d-nerfacto-small"], "--pipeline.steps-per-fix", "2", *ONE_VIEW],
                            max_num_iterations=8)
     assert "fixing starts at step 4 (training from scratch" in " ".join(capsys.readouterr().out.split())
     views = pseudo_views_of(checkpoint_state(config))
@@ -63,7 +63,7 @@ DENSIFY = ["--pipeline.model.warmup-length", "1", "--pipeline.model.refine-every
 
 def test_splats_densify_until_fixing_starts(sparse_views_capture, tmp_path, capsys):
     config = harness.train("difix3d-splat-small", sparse_views_capture, tmp_path,
-                           [*FAST["difix3d-splat-small"], *DENSIFY, *TINY_FIXER, "--pipeline.steps-per-fix", "3"],
+                           [*FAST["difix3d-splat-small"], *DENSIFY, "--pipeline.steps-per-fix", "3", *ONE_VIEW],
                            max_num_iterations=20)
     out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert "fixing starts at step 18 (training from scratch: after densification ends at step 18" in out

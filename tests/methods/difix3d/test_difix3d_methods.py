@@ -9,7 +9,11 @@ import harness
 import pytest
 import torch
 
-from ns_diffusion_methods.dataset_updates.pseudo_views import PseudoViews, nearest_pose_indices, pose_distance
+from ns_diffusion_methods.dataset_updates.pseudo_views import PseudoViews
+from ns_diffusion_methods.geometry.poses import nearest_pose_indices, pose_distance
+
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
 
 #: the small presets, made smaller still: few rays, few targets, rounds at steps 3, 7, 11
 TINY_NERFACTO = ["--pipeline.model.num-levels", "4", "--pipeline.model.log2-hashmap-size", "12",
@@ -19,8 +23,10 @@ FAST = {
                                "--pipeline.datamanager.patch-size", "8", *TINY_NERFACTO],
     "difix3d-splat-small": ["--pipeline.model.num-random", "500"],
 }
-ROUNDS = ["--pipeline.fixer.model", "tiny", "--pipeline.max-targets", "2", "--pipeline.steps-per-fix", "4",
-          "--pipeline.fix-start-step", "3", "--pipeline.fix-batch-size", "2"]
+#: the tiny Difix: a fixer backend subcommand with its flags, so it comes after every other flag
+TINY_FIXER = ["pipeline.fixer:difix", "--pipeline.fixer.model", "tiny"]
+ROUNDS = ["--pipeline.max-targets", "2", "--pipeline.steps-per-fix", "4", "--pipeline.fix-start-step", "3",
+          "--pipeline.fix-batch-size", "2", *TINY_FIXER]
 ITERATIONS = 12
 EXPECTED_ROUND_STEPS = [3, 7, 11]
 METHODS = ["difix3d-nerfacto-small", "difix3d-splat-small"]
@@ -80,14 +86,36 @@ def test_pseudo_views_are_logged_as_images(trained):
     assert "PseudoViews/000" in tags and "PseudoViews/001" in tags
 
 
+def test_each_round_runs_between_iterations_with_its_duration_logged(trained):
+    """Rounds run between iterations, outside nerfstudio's iteration timer (``Train Iter (time)``, ``Train Rays /
+    Sec``, the ETA), each logged with its own duration."""
+    from nerfstudio.engine.callbacks import TrainingCallbackAttributes
+    from nerfstudio.utils.eval_utils import eval_setup
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ns_diffusion_methods.engine.callbacks import BetweenIterationsCallback
+
+    _method, config = trained
+    events = EventAccumulator(str(config.parent), size_guidance={"scalars": 0}).Reload()
+    rounds = events.Scalars("Pseudo-view round (s)")
+    assert [event.step for event in rounds] == EXPECTED_ROUND_STEPS  # after the iteration of the round's step
+    assert all(event.value > 0 for event in rounds)
+    # nerfstudio never runs the round in its timed iteration: the callback has no location of nerfstudio's
+    _config, pipeline, _checkpoint, _step = eval_setup(config, test_mode="inference")
+    attributes = TrainingCallbackAttributes(optimizers=None, grad_scaler=None, pipeline=pipeline, trainer=None)
+    callbacks = [c for c in pipeline.get_training_callbacks(attributes) if c.func == pipeline.pseudo_view_round]
+    assert len(callbacks) == 1 and isinstance(callbacks[0], BetweenIterationsCallback)
+    assert callbacks[0].where_to_run == [] and callbacks[0].name == "Pseudo-view round"
+
+
 def test_load_dir_restores_the_pseudo_views(trained, sparse_views_capture, tmp_path, capsys):
     method, config = trained
     before = pseudo_views_of(checkpoint_state(config)).state_dict()
     resumed = harness.train(method, sparse_views_capture, tmp_path, [
-        *FAST[method], "--pipeline.fixer.model", "tiny", "--pipeline.max-targets", "2",
+        *FAST[method], "--pipeline.max-targets", "2",
         # resuming a difix3d run keeps its schedule: the next round is steps-per-fix (150) after its last one (11), so
         # none while resuming and the views must be the loaded ones
-        "--load-dir", str(config.parent / "nerfstudio_models")], max_num_iterations=2)
+        "--load-dir", str(config.parent / "nerfstudio_models"), *TINY_FIXER], max_num_iterations=2)
     out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert "resuming a difix3d run: its last round was at step 11" in out and "it will not fix anything" in out
     state = checkpoint_state(resumed)
@@ -141,9 +169,9 @@ def test_load_dir_accepts_a_stock_nerfacto_checkpoint(sparse_views_capture, tmp_
     sizes = [*harness.SMALL_NERFACTO_FLAGS, *TINY_NERFACTO]
     base = harness.train("nerfacto", sparse_views_capture, tmp_path / "base", sizes, max_num_iterations=2)
     config = harness.train("difix3d-nerfacto-small", sparse_views_capture, tmp_path / "difix", [
-        *sizes, *FAST["difix3d-nerfacto-small"], "--pipeline.fixer.model", "tiny", "--pipeline.max-targets", "1",
+        *sizes, *FAST["difix3d-nerfacto-small"], "--pipeline.max-targets", "1",
         "--pipeline.steps-per-fix", "100",  # no --pipeline.fix-start-step: derived from the loaded checkpoint
-        "--load-dir", str(base.parent / "nerfstudio_models")], max_num_iterations=2)
+        "--load-dir", str(base.parent / "nerfstudio_models"), *TINY_FIXER], max_num_iterations=2)
     assert "fixing starts at step 2 (the first step of this run" in " ".join(capsys.readouterr().out.split())
     state = checkpoint_state(config)
     assert state["step"] == 3  # resumed after nerfacto's step 1
@@ -151,3 +179,26 @@ def test_load_dir_accepts_a_stock_nerfacto_checkpoint(sparse_views_capture, tmp_
     assert set(state["optimizers"]) == set(base_state["optimizers"])  # every optimizer state loaded and kept
     views = pseudo_views_of(state)
     assert int(views.rounds) == 1 and int(views.last_round_step) == 2  # the fixing phase started at once
+
+
+@pytest.mark.parametrize("backend", ["identity", "oracle"])
+def test_other_fixer_backends_train_evaluate_and_render(backend, sparse_views_capture, tmp_path):
+    """``pipeline.fixer:identity`` (the ablation baseline) and ``pipeline.fixer:oracle`` from the command line:
+    a run with a round, then ns-eval and ns-render from its config.yml, with the backend the run trained with."""
+    import yaml
+
+    chosen = {"identity": ["pipeline.fixer:identity"],
+              "oracle": ["pipeline.fixer:oracle", "--pipeline.fixer.scene", str(sparse_views_capture / "scene.json")]}
+    config = harness.train("difix3d-nerfacto-small", sparse_views_capture, tmp_path, [
+        *FAST["difix3d-nerfacto-small"], "--pipeline.max-targets", "1", "--pipeline.fix-start-step", "1",
+        "--pipeline.steps-per-fix", "100", *chosen[backend]], max_num_iterations=2)
+    saved = yaml.load(config.read_text(), Loader=yaml.Loader)
+    assert saved.pipeline.fixer.summary().startswith(backend) and saved.untrained_models == []
+    assert int(pseudo_views_of(checkpoint_state(config)).rounds) == 1
+    metrics = harness.evaluate(config)["results"]
+    if backend == "identity":  # rgb_fixed is rgb
+        assert metrics["psnr_fixed"] == pytest.approx(metrics["psnr"], abs=1e-3)
+    else:  # the scene's ground truth, lightly degraded, against a model trained for two steps
+        assert metrics["psnr_fixed"] > metrics["psnr"] + 10
+    frames = harness.render_dataset(config, tmp_path / "renders", split="test", outputs=("rgb_fixed",))
+    assert len(frames) == 8

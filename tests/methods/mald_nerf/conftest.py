@@ -3,9 +3,6 @@
 from pathlib import Path
 from typing import List, Sequence
 
-import pytest
-import torch
-
 #: shrink mald-nerf-small further: a 4-level grid, 8 px patches, a few-channel discriminator, no eval images
 TINY_FLAGS: List[str] = [
     "--pipeline.model.hidden-dim", "16",
@@ -21,25 +18,22 @@ TINY_FLAGS: List[str] = [
     "--pipeline.datamanager.num-mask-patches", "2",
     "--pipeline.discriminator.base-channels", "8",
     "--pipeline.discriminator.max-channels", "16",
-    "--pipeline.inpainter.customization.steps", "2",
-    "--pipeline.inpainter.customization.batch-size", "1",
     # every loss term from the first step (the small preset starts the adversarial terms at step 100 and has no
     # hash decay; the tests check all of the method's terms)
     "--pipeline.adversarial-start-step", "0",
     "--pipeline.model.hash-decay-loss-mult", "0.1",
     "--steps-per-eval-image", "0",
     "--steps-per-eval-batch", "0",
-    "--vis", "tensorboard",
 ]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the machine's cores are shared, and tiny tensors gain nothing from more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: the tiny random-weight LDM as the inpainter, customised in 2 steps of 1 crop. A backend is a subcommand: these come
+#: after every other flag (the backend's own flags follow them)
+TINY_LDM: List[str] = [
+    "pipeline.inpainter:ldm",
+    "--pipeline.inpainter.model", "tiny",
+    "--pipeline.inpainter.customization.steps", "2",
+    "--pipeline.inpainter.customization.batch-size", "1",
+]
 
 
 def trainer_config(data: Path, flags: Sequence[str] = (), method: str = "mald-nerf-small"):

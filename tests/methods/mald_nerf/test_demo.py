@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
+
 ITERATIONS = 200
 
 

@@ -14,13 +14,17 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
+
 UPDATE_EVERY = 5
-FLAGS = ["--pipeline.inpainter.model", "tiny", "--pipeline.customize", "False",
-         "--pipeline.update-every", str(UPDATE_EVERY), "--pipeline.num-updates", "2"]
+FLAGS = ["--pipeline.update-every", str(UPDATE_EVERY), "--pipeline.num-updates", "2",
+         "pipeline.inpainter:ldm", "--pipeline.inpainter.model", "tiny", "--pipeline.inpainter.customize", "False"]
 
 
 def _free_port() -> int:

@@ -12,7 +12,7 @@ from nerfstudio.engine.callbacks import TrainingCallbackAttributes
 from ns_diffusion_methods.methods.mald_nerf.config import mald_nerf_config, mald_nerf_small_config
 from ns_diffusion_methods.methods.mald_nerf.schedule import idu_timestep, update_index, update_steps
 
-from .conftest import build_pipeline
+from .conftest import TINY_LDM, build_pipeline
 
 T = 1000
 
@@ -57,8 +57,8 @@ def test_small_preset_updates_from_t_max_to_t_min():
 def tiny_pipeline(object_removal_capture):
     """mald-nerf-small with the tiny LDM (not customised), U = 5, K = 2."""
     return build_pipeline(object_removal_capture, [
-        "--pipeline.inpainter.model", "tiny", "--pipeline.customize", "False",
-        "--pipeline.update-every", "5", "--pipeline.num-updates", "2"])
+        "--pipeline.update-every", "5", "--pipeline.num-updates", "2",
+        *TINY_LDM, "--pipeline.inpainter.customize", "False"])
 
 
 def test_the_pipeline_inpaints_from_noise_then_from_renders_at_t_max_down_to_t_min(tiny_pipeline):
@@ -86,11 +86,11 @@ def test_the_pipeline_inpaints_from_noise_then_from_renders_at_t_max_down_to_t_m
 
 
 def test_updates_past_the_last_step_are_announced(tiny_pipeline, capsys):
-    assert tiny_pipeline.note_missed_updates(0, 16) == []  # steps 0..15 include 5, 10 and 15
-    assert tiny_pipeline.note_missed_updates(0, 15) == [15]
-    assert tiny_pipeline.note_missed_updates(3, 7) == [10, 15]  # a resumed run training steps 3..6
-    out = " ".join(capsys.readouterr().out.split())
-    assert "2 of the 3 dataset updates (steps 5, 10, 15) come after the last training step 6" in out
+    assert tiny_pipeline.missed_updates(0, 16) == []  # steps 0..15 include 5, 10 and 15
+    assert tiny_pipeline.missed_updates(0, 15) == [15]
+    assert tiny_pipeline.missed_updates(3, 7) == [10, 15]  # a resumed run training steps 3..6
+    plan = " ".join(tiny_pipeline.plan(3, 7).split())
+    assert "2 of the 3 dataset updates (steps 5, 10, 15) come after the last training step 6" in plan
     # the trainer's callbacks set-up says it, for the steps nerfstudio will train: range(start, start + max)
     trainer = SimpleNamespace(config=SimpleNamespace(max_num_iterations=12), _start_step=0)
     tiny_pipeline.get_training_callbacks(TrainingCallbackAttributes(

@@ -2,11 +2,8 @@
 
 import torch
 
-from ns_diffusion_methods.methods.mald_nerf.benchmark import (
-    OracleInpainterConfig,
-    view_inconsistent,
-    write_oracle,
-)
+from ns_diffusion_methods.inpainters import OracleInpainterConfig
+from ns_diffusion_methods.methods.mald_nerf.benchmark import view_inconsistent, write_oracle
 from ns_diffusion_methods.methods.mald_nerf.viewer import thumbnail
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from .conftest import build_pipeline
+from .conftest import TINY_LDM, build_pipeline
 
 
 def _same_batch_twice(pipeline, step):
@@ -102,12 +102,14 @@ def _quantised(image):
 
 def test_dataset_update_never_changes_pixels_outside_the_mask(object_removal_capture, tmp_path):
     pipeline = build_pipeline(object_removal_capture, [
-        "--pipeline.inpainter.model", "tiny", "--pipeline.customization-cache-dir", str(tmp_path / "lora"),
-        "--pipeline.update-every", "5", "--pipeline.num-updates", "1"])
+        "--pipeline.update-every", "5", "--pipeline.num-updates", "1",
+        *TINY_LDM, "--pipeline.inpainter.customization-cache-dir", str(tmp_path / "lora")])
     dm = pipeline.datamanager
-    assert pipeline.config.inpainter.lora_path is not None  # customised (2 steps) before training
-    for step in (0, 5, 10):  # the first inpainting, then updates k = 0 and k = 1
-        pipeline.maybe_update_dataset(step)
+    assert pipeline.config.inpainter.lora_path is None and not dm.inpainted.filled.any()  # nothing before training
+    pipeline.start_training(0, 20)  # customisation (2 steps) and the first inpainting
+    assert pipeline.config.inpainter.lora_path is not None
+    for step in (0, 5, 10):  # the first inpainting (done at the start), then updates k = 0 and k = 1
+        assert pipeline.maybe_update_dataset(step) is (step > 0)
         assert dm.inpainted.last_step.tolist() == [step] * dm.num_train_images
         for index in range(dm.num_train_images):
             stored = dm.inpainted.images[index]
@@ -121,23 +123,24 @@ def test_dataset_update_never_changes_pixels_outside_the_mask(object_removal_cap
     T = pipeline.inpainter.num_train_timesteps
     assert pipeline.start_timestep(0) == round(0.98 * T)  # the first update starts at t_max
     assert pipeline.start_timestep(1) == round(0.3 * T)  # the last (k = K) at t_min
-    pipeline.maybe_update_dataset(15)  # past the K + 1 updates: nothing more
+    assert pipeline.maybe_update_dataset(15) is False  # past the K + 1 updates: nothing more
     assert dm.inpainted.last_step.tolist() == [10] * dm.num_train_images
-    pipeline.maybe_update_dataset(7)  # not a multiple of U
+    assert pipeline.maybe_update_dataset(7) is False  # not a multiple of U
     assert dm.inpainted.updates.tolist() == [3] * dm.num_train_images
 
 
 def test_no_dataset_update_ablation_keeps_the_first_inpainting(object_removal_capture):
-    for flags in (["--pipeline.dataset-update", "False"], ["--pipeline.inpainter.model", "opencv"]):
+    for flags in (["--pipeline.dataset-update", "False", *TINY_LDM, "--pipeline.inpainter.customize", "False"],
+                  ["pipeline.inpainter:opencv"]):
         # the ablation, and a classical inpainter (it ignores renders: an update would repeat the first inpainting)
-        pipeline = build_pipeline(object_removal_capture, [*flags, "--pipeline.update-every", "5"])
+        pipeline = build_pipeline(object_removal_capture, ["--pipeline.update-every", "5", *flags])
         pipeline.maybe_update_dataset(0)
         pipeline.maybe_update_dataset(5)
         assert pipeline.datamanager.inpainted.updates.tolist() == [1] * pipeline.datamanager.num_train_images
 
 
 def test_evaluation_and_inference_do_not_build_the_inpainter(object_removal_capture):
-    pipeline = build_pipeline(object_removal_capture, ["--pipeline.inpainter.model", "tiny"], test_mode="test")
+    pipeline = build_pipeline(object_removal_capture, TINY_LDM, test_mode="test")
     assert "inpainter" not in pipeline._training_only
     keys = pipeline.state_dict().keys()
     assert "datamanager.inpainted.images" in keys and not any("unet" in k or "vae" in k for k in keys)

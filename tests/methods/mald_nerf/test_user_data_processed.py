@@ -21,6 +21,9 @@ from ns_diffusion_methods.errors import DataError
 
 from .conftest import TINY_FLAGS
 
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
+
 FLAGS = [*TINY_FLAGS, "--steps-per-save", "100"]
 
 

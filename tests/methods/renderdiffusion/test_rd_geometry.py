@@ -7,9 +7,15 @@ import math
 import torch
 from nerfstudio.cameras.cameras import Cameras
 
-from ns_diffusion_methods.methods.renderdiffusion.geometry import (frame_rotations, look_at, pixel_rays,
-                                                                   plucker_coordinates, project_points, to_frame,
-                                                                   turntable)
+from ns_diffusion_methods.methods.renderdiffusion.geometry import (
+    frame_rotations,
+    look_at,
+    pixel_rays,
+    plucker_coordinates,
+    project_points,
+    to_frame,
+    turntable,
+)
 
 
 def _cameras(num: int = 2):

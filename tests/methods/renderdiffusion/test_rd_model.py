@@ -147,8 +147,12 @@ def test_yaw_frame_keeps_gravity_and_puts_the_camera_at_azimuth_zero():
 @pytest.mark.parametrize("frame", ["yaw", "view"])
 def test_image_aligned_planes_put_image_features_where_their_points_project(frame):
     """A feature computed at the image location of a 3D point lands on each frontal plane at that point's side."""
-    from ns_diffusion_methods.methods.renderdiffusion.geometry import (frame_rotations, image_aligned_planes,
-                                                                       project_points, to_frame)
+    from ns_diffusion_methods.methods.renderdiffusion.geometry import (
+        frame_rotations,
+        image_aligned_planes,
+        project_points,
+        to_frame,
+    )
 
     N = 32
     world_cam = look_at(torch.tensor([[1.8, 1.6, 1.1]]))
@@ -168,3 +172,25 @@ def test_image_aligned_planes_put_image_features_where_their_points_project(fram
         hot = torch.nonzero(planes[0, frontal, 0])[0]  # (plane row = v index, plane column = u index)
         v_coord, u_coord = (-1 + (2 * hot.float() + 1) / N).tolist()
         assert u_coord * float(point[u_axis]) > 0 and v_coord * float(point[v_axis]) > 0, (frame, point, hot)
+
+
+def test_ema_of_the_denoiser_warms_up():
+    """EMA <- d EMA + (1 - d) live with d = min(decay, (1 + n) / (10 + n)): 0.1 at the first update, 2/11 next."""
+    from nerfstudio.data.scene_box import SceneBox
+
+    torch.manual_seed(0)
+    config = _config()
+    config.ema_decay = 0.9999
+    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1,
+                         metadata={}, image_size=SIZE)
+    live = next(iter(model.denoiser.parameters()))
+    ema = next(iter(model.ema_denoiser.parameters()))
+    start = ema.detach().clone()
+    with torch.no_grad():
+        live.add_(1.0)
+    model.update_ema(step=0)
+    torch.testing.assert_close(ema, 0.1 * start + 0.9 * live.detach())
+    after_first = ema.detach().clone()
+    model.update_ema(step=1)
+    torch.testing.assert_close(ema, (2 / 11) * after_first + (9 / 11) * live.detach())
+    assert int(model.ema_updates) == 2

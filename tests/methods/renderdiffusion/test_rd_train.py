@@ -3,6 +3,7 @@ and the ``ns-diffusion sample/inpaint renderdiffusion`` commands."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import harness
@@ -11,8 +12,12 @@ import pytest
 import torch
 from conftest import TINY_FLAGS
 from PIL import Image
+from rich.console import Console
 
 from ns_diffusion_methods.cli.main import main as cli_main
+
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +25,11 @@ def trained(floor_objects, tmp_path_factory):
     output = tmp_path_factory.mktemp("rd-runs")
     config = harness.train("renderdiffusion-small", floor_objects, output, flags=TINY_FLAGS, max_num_iterations=3)
     return config
+
+
+def recording_console() -> Console:
+    """A console that keeps what it shows, as a terminal would show it (progress bars are drawn)."""
+    return Console(record=True, force_terminal=True, width=160, file=io.StringIO())
 
 
 def _load(config):
@@ -56,8 +66,13 @@ def test_checkpoint_round_trip_gives_identical_weights_and_reconstructions(train
     assert renders_a.shape == (5, 3, 16, 16)
 
 
-def test_ns_eval_writes_the_reconstruction_json(trained, tmp_path):
+def test_ns_eval_writes_the_reconstruction_json(trained, tmp_path, monkeypatch):
+    from ns_diffusion_methods.methods.renderdiffusion import pipeline as rd_pipeline
+
+    console = recording_console()
+    monkeypatch.setattr(rd_pipeline, "CONSOLE", console)
     out = harness.evaluate(trained, output_path=tmp_path / "eval.json", render_output_path=tmp_path / "renders")
+    assert "renderdiffusion reconstruction: objects" in console.export_text()
     results = out["results"]
     assert out["method_name"] == "renderdiffusion-small"
     assert results["num_objects"] == 2.0 and results["t_r"] == 0.0
@@ -76,12 +91,25 @@ def test_resume_continues_the_ema_and_step(trained, floor_objects, tmp_path):
     assert int(checkpoint["pipeline"]["_model.ema_updates"]) == 5
 
 
-def test_sample_and_inpaint_commands(trained, floor_objects, tmp_path):
+def test_sample_and_inpaint_commands(trained, floor_objects, tmp_path, monkeypatch):
+    from ns_diffusion_methods.methods.renderdiffusion import commands
+
+    console = recording_console()
+    monkeypatch.setattr(commands, "CONSOLE", console)
     assert cli_main(["sample", "renderdiffusion", "--load-config", str(trained), "--output", str(tmp_path / "s"),
                      "--num", "2", "--num-steps", "3", "--num-views", "4", "--scale", "1"]) == 0
+    shown = console.export_text()  # a bar per object and a transient one per reverse step
+    for text in ("Generating 2 objects", "object 1: reverse steps", "object 2: reverse steps", "3/3"):
+        assert text in shown, text
     strip = Image.open(tmp_path / "s" / "sample_001_turntable.png")
     assert strip.size == (4 * 16, 16)
     assert Image.open(tmp_path / "s" / "sample_000_turntable.gif").n_frames == 4
+    # without --output: outputs/ns-diffusion/sample/renderdiffusion/<timestamp>
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["sample", "renderdiffusion", "--load-config", str(trained), "--num", "1", "--num-steps", "1",
+                     "--num-views", "2", "--scale", "1"]) == 0
+    (default,) = (tmp_path / "outputs" / "ns-diffusion" / "sample" / "renderdiffusion").iterdir()
+    assert (default / "sample_000_turntable.png").is_file()
 
     image_path = sorted((floor_objects / "test").glob("*/rgb/*.png"))[0]
     mask = np.zeros((16, 16), np.uint8)
@@ -90,6 +118,7 @@ def test_sample_and_inpaint_commands(trained, floor_objects, tmp_path):
     assert cli_main(["inpaint", "renderdiffusion", "--load-config", str(trained), "--image", str(image_path),
                      "--mask", str(tmp_path / "mask.png"), "--output", str(tmp_path / "i"), "--num-steps", "3",
                      "--num-views", "3", "--scale", "1"]) == 0
+    assert "Inpainting: reverse steps" in console.export_text()
     original = np.asarray(Image.open(image_path).convert("RGB"))
     inpainted = np.asarray(Image.open(tmp_path / "i" / "inpainted.png"))
     keep = mask == 0

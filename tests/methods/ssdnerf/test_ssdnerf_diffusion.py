@@ -1,4 +1,4 @@
-"""SSDNeRF's diffusion maths: v-prediction loss weighting, DDIM sampling, the U-Net builder, the EMA."""
+"""SSDNeRF's diffusion maths: v-prediction loss weighting, DDIM sampling, the U-Net builder (the EMA: tests/engine)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from ns_diffusion_methods.methods.ssdnerf.diffusion import (CodeUNetConfig, GaussianSchedule, build_unet, copy_ema,
-                                                           ddim_step, predict_x0, stylegan_ema_beta,
-                                                           v_prediction_loss)
+from ns_diffusion_methods.methods.ssdnerf.diffusion import (
+    CodeUNetConfig,
+    GaussianSchedule,
+    build_unet,
+    ddim_step,
+    predict_x0,
+    v_prediction_loss,
+)
 
 
 class OracleDenoiser(nn.Module):
@@ -82,13 +87,3 @@ def test_unet_builder_follows_the_paper_layout():
     assert small.config.resnet_time_scale_shift == "scale_shift"
     out = small(torch.randn(2, 6, 8, 8), torch.tensor([3, 999])).sample
     assert out.shape == (2, 6, 8, 8)
-
-
-def test_stylegan_ema():
-    # steady state: 0.5^(16 / 4000) for batch 16 (paper), and a faster EMA during the ramp-up
-    assert abs(stylegan_ema_beta(10**6, 16, 4.0, 0.05) - 0.5 ** (16 / 4000)) < 1e-12
-    assert stylegan_ema_beta(10, 16, 4.0, 0.05) < stylegan_ema_beta(1000, 16, 4.0, 0.05)
-    ema, model = nn.Linear(2, 2), nn.Linear(2, 2)
-    before = ema.weight.detach().clone()
-    copy_ema(ema, model, 0.75)
-    assert torch.allclose(ema.weight, 0.75 * before + 0.25 * model.weight.detach())

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import harness
 import pytest
 import torch
+from rich.console import Console
+
+#: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
+pytestmark = pytest.mark.slow
 
 #: the small preset, shrunk further so that the whole test module runs in well under a minute on 2 cores
 TINY_FLAGS = [
@@ -41,6 +46,11 @@ def trained(objects_dataset, tmp_path_factory) -> Path:
                          dataparser=["srn-data"])
 
 
+def recording_console() -> Console:
+    """A console that keeps what it shows, as a terminal would show it (progress bars are drawn)."""
+    return Console(record=True, force_terminal=True, width=160, file=io.StringIO())
+
+
 def _model_state(config_path: Path) -> dict:
     return torch.load(harness.latest_checkpoint(config_path), map_location="cpu", weights_only=False)["pipeline"]
 
@@ -70,8 +80,15 @@ def test_resume_continues_every_objects_optimizer(trained, objects_dataset, tmp_
     assert torch.equal(after["_model.codes_pre"][untouched], before["_model.codes_pre"][untouched])
 
 
-def test_ns_eval_writes_the_one_and_two_view_protocol(trained, tmp_path):
+def test_ns_eval_writes_the_one_and_two_view_protocol(trained, tmp_path, monkeypatch):
+    from ns_diffusion_methods.methods.ssdnerf import pipeline as ssdnerf_pipeline
+
+    console = recording_console()
+    monkeypatch.setattr(ssdnerf_pipeline, "CONSOLE", console)
     result = harness.evaluate(trained, output_path=tmp_path / "eval.json", render_output_path=tmp_path / "renders")
+    shown = console.export_text()  # progress per object and per step of each setting
+    for text in ("ssdnerf 1v: objects", "ssdnerf 2v: objects", "guided DDIM steps", "fine-tuning steps"):
+        assert text in shown, text
     assert json.loads((tmp_path / "eval.json").read_text()) == result
     metrics = result["results"]
     assert metrics["num_objects"] == 2
@@ -105,12 +122,18 @@ def test_guided_sampling_lowers_the_input_view_error(trained):
     assert input_view_error(guided) < 0.8 * input_view_error(unguided)
 
 
-def test_sample_command_writes_turntables(trained, tmp_path):
+def test_sample_command_writes_turntables(trained, tmp_path, monkeypatch):
     from ns_diffusion_methods.cli.main import main
+    from ns_diffusion_methods.methods.ssdnerf import commands
 
+    console = recording_console()
+    monkeypatch.setattr(commands, "CONSOLE", console)
     code = main(["sample", "ssdnerf", "--load-config", str(trained), "--num", "2", "--output", str(tmp_path),
-                 "--ddim-steps", "2", "--num-frames", "3"])
+                 "--num-steps", "2", "--num-views", "3"])
     assert code == 0
+    shown = console.export_text()
+    for text in ("Generating 2 objects", "DDIM steps (2 objects at once)", "Rendering 2 turntables", "2/2"):
+        assert text in shown, text
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "sample_001.gif").is_file()
     assert len(list((tmp_path / "sample_000").glob("frame_*.png"))) == 3
     assert torch.load(tmp_path / "codes.pt").shape == (2, 3, 6, 8, 8)

@@ -58,7 +58,8 @@ def test_prior_gradient_caching_equals_joint_gradient_for_one_inner_step():
     code = joint.activate(codes_pre)
     loss = joint.diffusion_loss(code, t=t, noise=noise, update_norm=True).mean()
     out = joint.render_rays(code, rays.origins, rays.directions, perturb=False)
-    loss = loss + joint.rendering_loss(out["rgb"], rays.target, rays.num_views).mean() + joint.code_reg_loss(code).mean()
+    loss = loss + joint.rendering_loss(out["rgb"], rays.target, rays.num_views).mean()
+    loss = loss + joint.code_reg_loss(code).mean()
     joint_opts = [torch.optim.Adam(joint.unet.parameters(), lr=1e-3), torch.optim.Adam(joint.decoder.parameters(),
                                                                                         lr=1e-3)]
     code_opts = [torch.optim.Adam([p], lr=1e-2) for p in code_params]
@@ -134,3 +135,19 @@ def test_per_object_optimizer_state_survives_a_checkpoint_round_trip():
     model.code_adam_step(torch.tensor([2, 4]), grad, lr=0.05)
     restored.code_adam_step(torch.tensor([2, 4]), grad, lr=0.05)
     assert torch.equal(model.codes_pre, restored.codes_pre)
+
+
+def test_ema_of_decoder_and_unet_follows_the_stylegan_schedule():
+    """The EMA copies move by the StyleGAN decay: step 9 of batch 16 -> half-life 8 samples -> decay 0.25."""
+    model = tiny_model()
+    with torch.no_grad():
+        for module in (model.decoder, model.unet):
+            for p in module.parameters():
+                p.add_(1.0)
+    ema_before = [p.detach().clone() for p in model.decoder_ema.parameters()]
+    assert model.update_ema(step=9, batch_size=16) == 0.25
+    for before, live, ema in zip(ema_before, model.decoder.parameters(), model.decoder_ema.parameters()):
+        torch.testing.assert_close(ema, 0.25 * before + 0.75 * live.detach())
+    unet_live = next(iter(model.unet.parameters())).detach()
+    unet_ema = next(iter(model.unet_ema.parameters()))
+    torch.testing.assert_close(unet_ema, 0.25 * (unet_live - 1.0) + 0.75 * unet_live)

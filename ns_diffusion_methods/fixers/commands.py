@@ -1,4 +1,4 @@
-"""``ns-diffusion fix``, ``ns-diffusion train-fixer`` and ``ns-diffusion fixer-pairs``.
+"""``ns-diffusion fix``, ``ns-diffusion train-fixer`` and ``ns-diffusion fixer-pairs``: one ``<Name>Command`` each.
 
     ns-diffusion fix --input renders/ --reference train_images/ --output fixed/ [--model nvidia/difix_ref]
     ns-diffusion fixer-pairs --load-config outputs/scene/nerfacto/RUN/config.yml --output pairs/
@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple
 
+from ns_diffusion_methods.data.images import list_images
 from ns_diffusion_methods.errors import DataError
-from ns_diffusion_methods.fixers.base import list_images
+from ns_diffusion_methods.fixers.difix.config import DType
 from ns_diffusion_methods.fixers.training import FixerTrainingConfig
 
 
@@ -49,8 +50,8 @@ class FixCommand:
     """nvidia/difix_ref, nvidia/difix, a folder in the same layout (train-fixer output), or tiny."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto = CUDA when available."""
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """auto = bf16 on CUDA, fp32 on CPU."""
+    dtype: DType = "auto"
+    """Compute precision: auto = bfloat16 on CUDA, float32 on CPU."""
     chunk_size: int = 2
     """Images per network pass (lower it to bound memory)."""
     seed: int = 42
@@ -66,8 +67,9 @@ class FixCommand:
 
         from ns_diffusion_methods.compat.device import default_device_type
         from ns_diffusion_methods.data.checks import check_image_files
+        from ns_diffusion_methods.data.images import save_image
         from ns_diffusion_methods.diffusion.untrained import TINY, untrained_warning
-        from ns_diffusion_methods.fixers.base import FixerConfig, save_image
+        from ns_diffusion_methods.fixers.difix.config import DifixFixerConfig
 
         console = Console(stderr=True)
         inputs = list_images(self.input)
@@ -78,7 +80,7 @@ class FixCommand:
         check_image_files(sorted({*inputs, *(r for r in references if r is not None)}),
                           hint="Replace these files or remove them from --input / --reference; nothing was written.")
         device = default_device_type() if self.device == "auto" else self.device
-        config = FixerConfig(model=self.model, dtype=self.dtype, chunk_size=self.chunk_size, seed=self.seed,
+        config = DifixFixerConfig(model=self.model, dtype=self.dtype, chunk_size=self.chunk_size, seed=self.seed,
                              resolution=self.resolution)
         if self.model == TINY:
             console.print(f"[bold yellow]Warning: {untrained_warning(['--model tiny'])}[/bold yellow]")

@@ -1,1 +1,2 @@
-"""``ns-diffusion benchmark``: run the benchmark definitions of ``configs/benchmarks/`` and report them."""
+"""``ns-diffusion benchmark``: run the benchmark definitions (``definitions/``, shipped with the package) and report
+them."""

@@ -15,21 +15,42 @@ from ns_diffusion_methods.benchmark.runner import available_benchmarks, parse_ov
 
 def _name_help() -> str:
     names = available_benchmarks()
-    listed = ", ".join(names) if names else "none found (run from the repository root)"
-    return (f"The benchmark: a name from configs/benchmarks/ ({listed}), or the path of a definition file "
-            f"(NAME.yaml).")
+    listed = ", ".join(names) if names else "none found"
+    return f"The benchmark: one of {listed}, or the path of a definition file (NAME.yaml)."
 
 
 @dataclass
 class BenchmarkCommand:
-    """Run a benchmark of configs/benchmarks/ and write results.json, results.md and a plot."""
+    """Run one of the package's benchmarks and write results.json, results.md and a plot."""
 
     name: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="NAME", help=_name_help())]
-    """The benchmark: a name from configs/benchmarks/, or the path of a definition file (NAME.yaml)."""
+    """The benchmark: a name of the package's definitions (or of ./benchmarks), or the path of a definition file."""
     output: Optional[Path] = None
     """Output folder. Default: outputs/ns-diffusion/benchmark/NAME/<timestamp>."""
     set: List[str] = field(default_factory=list)
     """Override entries of the definition's `params`, as KEY=VALUE (VALUE parsed as YAML), e.g. --set repeats=2."""
+
+    @staticmethod
+    def help_preamble(args: List[str]) -> Optional[str]:
+        """For ``ns-diffusion benchmark NAME --help``: what benchmark NAME measures and its parameters (None when no
+        known benchmark is named)."""
+        import yaml
+
+        from ns_diffusion_methods.benchmark.runner import find_definition
+        from ns_diffusion_methods.errors import UserFacingError
+
+        names = [a for a in args if not a.startswith("-")]
+        if not names:
+            return None
+        try:
+            spec = yaml.safe_load(find_definition(names[0]).read_text())
+        except (UserFacingError, OSError, yaml.YAMLError):
+            return None
+        lines = [f"Benchmark {spec.get('name', names[0])} ({spec.get('kind')}):", "", str(spec.get("description", ""))]
+        params = spec.get("params") or {}
+        if params:
+            lines += ["", "params (--set KEY=VALUE):"] + [f"  {key} = {value!r}" for key, value in params.items()]
+        return "\n".join(lines) + "\n"
 
     def main(self) -> int:
         """Run it."""

@@ -1,7 +1,8 @@
 """The benchmark runner behind ``ns-diffusion benchmark NAME [--output DIR]`` (the command:
 :class:`ns_diffusion_methods.benchmark.commands.BenchmarkCommand`).
 
-A benchmark is a YAML file ``configs/benchmarks/NAME.yaml`` (see ``configs/benchmarks/README.md`` for the format).
+A benchmark is a YAML file ``NAME.yaml`` in the package's ``definitions/`` folder, or in ``./benchmarks`` for
+your own (see ``definitions/README.md`` for the format).
 Two kinds exist:
 
 ``train-eval``
@@ -39,14 +40,14 @@ REQUIRED_KEYS: Dict[str, Tuple[str, ...]] = {
 }
 
 
+#: the package's own benchmark definitions (shipped in the wheel as package data)
+PACKAGE_DEFINITIONS = Path(__file__).resolve().parent / "definitions"
+
+
 def definition_dirs() -> List[Path]:
-    """Where definitions are looked for: ``./configs/benchmarks`` and the checkout the package is installed from."""
-    dirs = [Path.cwd() / "configs" / "benchmarks", Path(__file__).resolve().parents[2] / "configs" / "benchmarks"]
-    unique: List[Path] = []
-    for d in dirs:
-        if d not in unique:
-            unique.append(d)
-    return unique
+    """Where definitions are looked for: ``./benchmarks`` (a user's own definitions, if the folder exists), then the
+    package's own (:data:`PACKAGE_DEFINITIONS`, installed with the package)."""
+    return [Path.cwd() / "benchmarks", PACKAGE_DEFINITIONS]
 
 
 def available_benchmarks() -> List[str]:
@@ -66,7 +67,7 @@ def find_definition(name: str) -> Path:
             return candidate
     known = ", ".join(available_benchmarks()) or "none found"
     raise UserFacingError(f"No benchmark named `{name}` in {' or '.join(str(d) for d in definition_dirs())}. "
-                          f"Known benchmarks: {known}. Run from the repository root, or pass a path to a YAML file.")
+                          f"Known benchmarks: {known}. Pass one of these, or the path to a YAML file.")
 
 
 def load_definition(path: Path, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:

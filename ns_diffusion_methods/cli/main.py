@@ -33,7 +33,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "fixer-pairs": ("ns_diffusion_methods.fixers.commands", "FixerPairsCommand",
                     "Make fixer training pairs from a nerfstudio run (renders vs. real images, nearest reference)."),
     "benchmark": ("ns_diffusion_methods.benchmark.commands", "BenchmarkCommand",
-                  "Run a benchmark defined in configs/benchmarks/ and write JSON, Markdown and a plot."),
+                  "Run one of the package's benchmarks (or a definition file) and write JSON, Markdown and a plot."),
     "add-masks": ("ns_diffusion_methods.data.commands", "AddMasksCommand",
                   "Add object masks from a folder to a nerfstudio capture (object_mask_path per frame), for "
                   "mald-nerf."),
@@ -81,6 +81,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     module_name, class_name, help_ = COMMANDS[name]
     command_cls = getattr(importlib.import_module(module_name), class_name)
+    preamble = getattr(command_cls, "help_preamble", None)
+    if preamble is not None and ("--help" in rest or "-h" in rest):
+        text = preamble(rest)
+        if text:
+            print(text)
     command = tyro.cli(command_cls, args=rest, prog=f"ns-diffusion {name}", description=help_)
     with package_run():  # the commands load runs and build models as the package's methods do
         result = command.main()

@@ -24,11 +24,10 @@ from typing import Any, Dict, List
 #: libraries whose import at discovery would mean the plugin is not import-light
 HEAVY = ("diffusers", "transformers", "peft", "lpips", "cv2")
 
-_PROBE = textwrap.dedent("""
-    import io, json, sys, time, contextlib
-    start = time.perf_counter()
-    variant, task = sys.argv[1], sys.argv[2]
-    if variant == "without":  # hide this package's entry points from nerfstudio's plugin discovery
+#: Python source defining ``hide_plugin_entry_points()``: hides this package's entry points from both of nerfstudio's
+#: plugin registries, so one installation also gives the "without the plugin" case
+HIDE_PLUGIN_ENTRY_POINTS = textwrap.dedent("""
+    def hide_plugin_entry_points():
         import importlib.metadata as metadata
         import nerfstudio.plugins.registry as registry, nerfstudio.plugins.registry_dataparser as registry_dataparser
         def entry_points(**kwargs):
@@ -37,6 +36,14 @@ _PROBE = textwrap.dedent("""
                 return found
             return type(found)(e for e in found if not e.value.startswith("ns_diffusion_methods"))
         registry.entry_points = registry_dataparser.entry_points = entry_points
+""")
+
+_PROBE = HIDE_PLUGIN_ENTRY_POINTS + textwrap.dedent("""
+    import io, json, sys, time, contextlib
+    start = time.perf_counter()
+    variant, task = sys.argv[1], sys.argv[2]
+    if variant == "without":
+        hide_plugin_entry_points()
     if task == "registry":
         import nerfstudio.configs.method_configs
     else:

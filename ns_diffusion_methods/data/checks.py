@@ -194,6 +194,12 @@ def check_nerfstudio_capture(data: Path, parser: Any = None) -> Path:
     return path
 
 
+def _require_nonempty(dataset: Any, message: str) -> None:
+    """Raise :class:`DataError` with ``message`` when ``dataset`` is None or empty."""
+    if dataset is None or len(dataset) == 0:
+        raise DataError(message)
+
+
 def require_evaluation_images(dataset: Any, data: Optional[Path]) -> None:
     """Raise :class:`DataError` when ``ns-eval`` would have no image to score (``dataset`` None or empty).
 
@@ -201,9 +207,7 @@ def require_evaluation_images(dataset: Any, data: Optional[Path]) -> None:
         dataset: the datamanager's evaluation dataset.
         data: the capture (``--data`` of the run), named in the message.
     """
-    if dataset is not None and len(dataset) > 0:
-        return
-    raise DataError(
+    _require_nonempty(dataset,
         f"The capture {data} has no evaluation images (its test split is empty), so ns-eval has nothing to score. "
         f"Give the capture evaluation views (for example frames whose file names contain \"eval\" with the filename "
         f"split, or a \"test_filenames\" list in transforms.json) and run ns-eval again; the trained run itself is "
@@ -217,9 +221,7 @@ def require_object_free_views(dataset: Any, data: Optional[Path]) -> None:
         dataset: the datamanager's evaluation dataset.
         data: the capture (``--data`` of the run), named in the message.
     """
-    if dataset is not None and len(dataset) > 0:
-        return
-    raise DataError(
+    _require_nonempty(dataset,
         f"The capture {data} has no object-free evaluation views, so ns-eval has nothing to score: every frame of it "
         f"is a training frame that shows the object, and scoring those would reward keeping the object. To evaluate, "
         f"photograph the scene again after taking the object away (registered with the other images, e.g. in the "

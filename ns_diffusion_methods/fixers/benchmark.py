@@ -6,10 +6,10 @@ with random weights, since speed does not depend on the weights -- at the config
 whatever device is present. Rows: ms per frame (mean over ``repeats`` after ``warmup`` calls) and peak memory
 (CUDA: peak allocated by torch; CPU: peak resident memory of the process during the timed calls, weights included).
 
-``params`` (see ``configs/benchmarks/difix-speed.yaml``): ``resolutions`` [[H, W], ...], ``dtypes`` (float32,
-bfloat16, float16), ``references`` (reference views per frame), ``warmup``, ``repeats``, ``architecture`` (full | tiny),
-``device`` (auto | cpu | cuda) and ``cpu_params``, entries that replace the others when no GPU is used (a
-CPU-feasible subset).
+``params`` (see the definition ``difix-speed.yaml`` in ``ns_diffusion_methods/benchmark/definitions``): ``resolutions``
+[[H, W], ...], ``dtypes`` (float32, bfloat16, float16), ``references`` (reference views per frame), ``warmup``,
+``repeats``, ``architecture`` (full | tiny), ``device`` (auto | cpu | cuda) and ``cpu_params``, entries that replace
+the others when no GPU is used (a CPU-feasible subset).
 """
 
 from __future__ import annotations

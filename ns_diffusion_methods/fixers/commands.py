@@ -2,7 +2,7 @@
 
     ns-diffusion fix --input renders/ --reference train_images/ --output fixed/ [--model nvidia/difix_ref]
     ns-diffusion fixer-pairs --load-config outputs/scene/nerfacto/RUN/config.yml --output pairs/
-    ns-diffusion train-fixer --data pairs/data.json --output-dir outputs/my-fixer
+    ns-diffusion train-fixer --data pairs/data.json --output outputs/my-fixer
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple
 
+from ns_diffusion_methods.cli.outputs import default_output
 from ns_diffusion_methods.data.images import list_images
+from ns_diffusion_methods.diffusion.precision import DType
 from ns_diffusion_methods.errors import DataError
-from ns_diffusion_methods.fixers.difix.config import DType
 from ns_diffusion_methods.fixers.training import FixerTrainingConfig
 
 
@@ -41,9 +42,9 @@ class FixCommand:
 
     input: Path
     """An image, or a folder of images, to fix."""
-    output: Path
+    output: Optional[Path] = None
     """Folder for the fixed images (created; must differ from the input folder). They are moved there when all are
-    done, so a failed run leaves it as it was."""
+    done, so a failed run leaves it as it was. Default: outputs/ns-diffusion/fix/<timestamp>."""
     reference: Optional[Path] = None
     """Reference image(s): one image for all inputs, or a folder (matched by name, else by sorted order)."""
     model: str = "nvidia/difix_ref"
@@ -72,6 +73,8 @@ class FixCommand:
         from ns_diffusion_methods.fixers.difix.config import DifixFixerConfig
 
         console = Console(stderr=True)
+        if self.output is None:
+            self.output = default_output("fix")
         inputs = list_images(self.input)
         references = match_references(inputs, self.reference)
         if self.output.resolve() in {p.parent.resolve() for p in inputs}:
@@ -128,8 +131,9 @@ class FixerPairsCommand:
     load_config: Path
     """config.yml of a nerfstudio run trained on a subset of the views (for --split eval) or stopped early (for
     --split train)."""
-    output: Path = Path("fixer-pairs")
-    """Folder for the images and data.json (pairs of several runs can be collected in one folder)."""
+    output: Optional[Path] = None
+    """Folder for the images and data.json (pairs of several runs can be collected in one folder). Default:
+    outputs/ns-diffusion/fixer-pairs/<timestamp>."""
     split: Literal["eval", "train"] = "eval"
     """eval: render the held-out views (sparse-reconstruction artifacts); train: render the training views
     (under-fitting artifacts)."""
@@ -145,7 +149,8 @@ class FixerPairsCommand:
 
         from ns_diffusion_methods.fixers.curation import pairs_from_run
 
-        index = pairs_from_run(self.load_config, self.output, split=self.split, reference=self.reference,
+        output = self.output if self.output is not None else default_output("fixer-pairs")
+        index = pairs_from_run(self.load_config, output, split=self.split, reference=self.reference,
                                test_fraction=self.test_fraction, max_images=self.max_images)
         Console(stderr=True).print(f"Pairs written to {index}; train with `ns-diffusion train-fixer --data {index}`.")
         return 0

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ns_diffusion_methods.cli.outputs import default_output
 from ns_diffusion_methods.data.images import load_image, resize_images
 from ns_diffusion_methods.errors import DataError, ModelUnavailableError
 from ns_diffusion_methods.fixers.difix.config import DEFAULT_PROMPT
@@ -58,12 +59,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class FixerTrainingConfig:
     """Fine-tune Difix on (degraded, clean) image pairs (Difix3D+'s recipe)."""
 
-    data: Path = Path("fixer-pairs/data.json")
+    data: Path
     """Pairs in Difix's JSON format ({"train": {id: {"image", "target_image", "ref_image"?}}, "test": {...}}),
     for example written by `ns-diffusion fixer-pairs`; image paths are relative to the file."""
-    output_dir: Path = Path("outputs/fixer")
-    """Where checkpoints (output_dir/checkpoints/step-NNNNNN), the final model (output_dir/model) and the metrics log
-    (output_dir/metrics.jsonl) are written."""
+    output: Optional[Path] = None
+    """Where checkpoints (OUTPUT/checkpoints/step-NNNNNN), the final model (OUTPUT/model) and the metrics log
+    (OUTPUT/metrics.jsonl) are written. Default: outputs/ns-diffusion/train-fixer/<timestamp>."""
     model: str = "nvidia/difix_ref"
     """Starting weights: nvidia/difix_ref, nvidia/difix, a folder written by train-fixer, stabilityai/sd-turbo with
     --from-base-model, or tiny (random tiny model, for tests)."""
@@ -75,7 +76,7 @@ class FixerTrainingConfig:
     resolution: Optional[Tuple[int, int]] = (576, 1024)
     """Training size (H, W); every image is resized to it. None = native size rounded to a multiple of 8 (then
     all images of a batch must share a size)."""
-    max_steps: int = 10000
+    num_steps: int = 10000
     """Optimisation steps."""
     batch_size: int = 1
     """Pairs per step."""
@@ -360,8 +361,8 @@ def train_fixer(config: FixerTrainingConfig, console: Any = None) -> TrainingRes
     from ns_diffusion_methods.compat.device import default_device_type
 
     console = console or Console(stderr=True)
-    if config.max_steps < 1 or config.batch_size < 1:
-        raise ValueError(f"`max_steps` and `batch_size` must be >= 1, got {config.max_steps}, {config.batch_size}.")
+    if config.num_steps < 1 or config.batch_size < 1:
+        raise ValueError(f"`num_steps` and `batch_size` must be >= 1, got {config.num_steps}, {config.batch_size}.")
     device = torch.device(default_device_type() if config.device == "auto" else config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested, but CUDA is not available.")
@@ -394,7 +395,7 @@ def train_fixer(config: FixerTrainingConfig, console: Any = None) -> TrainingRes
                                          generator=torch.Generator().manual_seed(config.seed))
     batches = _infinite(loader)
     posterior_generator = torch.Generator().manual_seed(config.seed + 1)
-    output_dir = Path(config.output_dir)
+    output_dir = Path(config.output) if config.output is not None else default_output("train-fixer")
     output_dir.mkdir(parents=True, exist_ok=True)
     log_file = output_dir / "metrics.jsonl"
     result = TrainingResult(model_dir=output_dir / "model")
@@ -417,8 +418,8 @@ def train_fixer(config: FixerTrainingConfig, console: Any = None) -> TrainingRes
     columns = (TextColumn("[bold]train-fixer"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("train", total=config.max_steps, loss="")
-        for step in range(1, config.max_steps + 1):
+        task = progress.add_task("train", total=config.num_steps, loss="")
+        for step in range(1, config.num_steps + 1):
             batch = next(batches)
             source, target = batch["source"].to(device), batch["target"].to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -444,13 +445,13 @@ def train_fixer(config: FixerTrainingConfig, console: Any = None) -> TrainingRes
             progress.update(task, advance=1, loss=f"loss {entry['loss']:.4f}")
             if config.steps_per_log and step % config.steps_per_log == 0:
                 log({"split": "train", **entry})
-            if config.steps_per_eval and step % config.steps_per_eval == 0 and step < config.max_steps:
+            if config.steps_per_eval and step % config.steps_per_eval == 0 and step < config.num_steps:
                 run_eval(step)
-            if config.steps_per_save and step % config.steps_per_save == 0 and step < config.max_steps:
+            if config.steps_per_save and step % config.steps_per_save == 0 and step < config.num_steps:
                 checkpoint = model.save_pretrained(output_dir / "checkpoints" / f"step-{step:06d}")
                 result.checkpoints.append(checkpoint)
-    run_eval(config.max_steps)
+    run_eval(config.num_steps)
     model.save_pretrained(result.model_dir)
-    console.print(f"Trained {config.max_steps} steps in {time.time() - start:.0f} s; model saved to "
+    console.print(f"Trained {config.num_steps} steps in {time.time() - start:.0f} s; model saved to "
                   f"{result.model_dir} (use it with --model {result.model_dir}).")
     return result

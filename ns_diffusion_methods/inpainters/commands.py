@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Tuple
 
+from ns_diffusion_methods.diffusion.precision import DType
 from ns_diffusion_methods.inpainters.ldm import CustomizationConfig, LDMInpainterConfig
 
 
@@ -16,12 +17,6 @@ def _default_cache_dir() -> Path:
     from ns_diffusion_methods.inpainters.customization import default_cache_dir
 
     return default_cache_dir()
-
-
-def _default_device() -> str:
-    from ns_diffusion_methods.compat.device import default_device_type
-
-    return default_device_type()
 
 
 @dataclass
@@ -36,7 +31,7 @@ class CustomizeCommand:
     """nerfstudio capture folder: transforms.json with `object_mask_path` per frame (255 = object)."""
     model: str = LDMInpainterConfig.model
     """Base inpainting model: Hugging Face id or local diffusers folder ('tiny' for a test model)."""
-    steps: int = CustomizationConfig.steps
+    num_steps: int = CustomizationConfig.steps
     """Optimisation steps."""
     output: Path = field(default_factory=_default_cache_dir)
     """Cache folder; the LoRA is written to a sub-folder named by the data hash."""
@@ -56,15 +51,16 @@ class CustomizeCommand:
     """LoRA rank."""
     dilation: Tuple[int, int] = (0, 0)
     """Object-mask dilation (kernel size, iterations) applied before customisation; match the dataparser's."""
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: DType = "auto"
     """Model dtype: auto (float16 on CUDA), float32, float16 or bfloat16."""
-    device: str = field(default_factory=_default_device)
-    """Device to train on."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device to train on: auto = CUDA when available."""
     seed: int = CustomizationConfig.seed
     """Seed of crops, rectangles, timesteps and noise."""
 
     def main(self) -> int:
         """Read the capture, customise (or reuse the cache) and print the LoRA folder."""
+        from ns_diffusion_methods.compat.device import default_device_type
         from ns_diffusion_methods.inpainters.customization import CONSOLE, customize, read_capture
 
         if self.model == "opencv":
@@ -73,10 +69,11 @@ class CustomizeCommand:
             return 0
         config = LDMInpainterConfig(
             model=self.model, prompt=self.prompt, resolution=self.resolution, dtype=self.dtype,
-            customization=CustomizationConfig(steps=self.steps, crop_size=self.crop_size,
+            customization=CustomizationConfig(steps=self.num_steps, crop_size=self.crop_size,
                                               batch_size=self.batch_size, learning_rate=self.learning_rate,
                                               rank=self.rank, alpha=float(self.rank), seed=self.seed))
         images, masks = read_capture(Path(self.data), self.dilation)
-        folder = customize(images, masks, config, self.output, device=self.device, model_flag="--model")
+        device = default_device_type() if self.device == "auto" else self.device
+        folder = customize(images, masks, config, self.output, device=device, model_flag="--model")
         print(folder)
         return 0

@@ -31,12 +31,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ns_diffusion_methods.diffusion import precision
+from ns_diffusion_methods.diffusion.precision import DType
 from ns_diffusion_methods.diffusion.untrained import TINY
 from ns_diffusion_methods.errors import UserFacingError
 from ns_diffusion_methods.inpainters.base import Inpainter, InpainterConfig, check_inputs, composite
@@ -116,7 +118,7 @@ class LDMInpainterConfig(InpainterConfig):
     rounded to the nearest multiple of the VAE factor (8 for SD-2-inpainting) and the result is resized back to the
     frame. Default: the model's native size (UNet sample size x VAE factor: 512 for SD-2-inpainting, 64 for 'tiny').
     Scene customisation trains at the same scale."""
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: DType = "auto"
     """Weights and activations dtype of the LDM: 'auto' = float16 on CUDA, float32 on CPU."""
     seed: int = 0
     """Seed of the inpainter's own noise generator (used when no generator is passed)."""
@@ -149,10 +151,8 @@ class LDMInpainterConfig(InpainterConfig):
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``config.dtype`` as a torch dtype: 'auto' = float16 on CUDA, float32 elsewhere."""
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+    """The LDM's dtype: 'auto' is float16 on CUDA (the precision SD-2 weights are published in), float32 elsewhere."""
+    return precision.resolve_dtype(name, device, cuda_default=torch.float16)
 
 
 def _nearest_multiple(value: float, multiple: int) -> int:

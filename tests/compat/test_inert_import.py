@@ -21,19 +21,14 @@ import textwrap
 
 import pytest
 
+from ns_diffusion_methods.compat.startup import HIDE_PLUGIN_ENTRY_POINTS
+
 HEAVY = ("diffusers", "transformers", "peft", "lpips")
 
-_PROBE = textwrap.dedent("""
+_PROBE = HIDE_PLUGIN_ENTRY_POINTS + textwrap.dedent("""
     import json, sys
-    if sys.argv[1] == "without":  # hide this package's entry points from nerfstudio: a machine without the plugin
-        import importlib.metadata as metadata
-        import nerfstudio.plugins.registry as registry, nerfstudio.plugins.registry_dataparser as registry_dataparser
-        def entry_points(**kwargs):
-            found = metadata.entry_points(**kwargs)
-            if "group" not in kwargs:
-                return found
-            return type(found)(e for e in found if not e.value.startswith("ns_diffusion_methods"))
-        registry.entry_points = registry_dataparser.entry_points = entry_points
+    if sys.argv[1] == "without":  # a machine without the plugin
+        hide_plugin_entry_points()
     import torch
     import nerfstudio.configs.method_configs as method_configs
     heavy = sorted(m for m in %r if m in sys.modules)

@@ -11,6 +11,8 @@ import harness
 import numpy as np
 import pytest
 import torch
+from methods.renderdiffusion.conftest import TINY_FLAGS as RENDERDIFFUSION_TINY_FLAGS
+from methods.ssdnerf.test_ssdnerf_end_to_end import TINY_FLAGS as SSDNERF_TINY_FLAGS
 from PIL import Image
 
 from ns_diffusion_methods.data.srn import find_split_folders, read_srn_split
@@ -115,40 +117,10 @@ def test_a_root_without_split_folders_is_a_clear_error(srn_source, tmp_path):
         SRNDataParserConfig(data=tmp_path / "missing").setup().get_dataparser_outputs("train")
 
 
-#: ssdnerf-small shrunk to about a second per iteration on 2 cores
-SSDNERF_TINY = [
-    "--pipeline.model.code-resolution", "8",
-    "--pipeline.model.unet.block-out-channels", "16", "32",
-    "--pipeline.model.unet.attention-resolutions", "4",
-    "--pipeline.model.unet.attention-head-dim", "8",
-    "--pipeline.model.unet.norm-num-groups", "8",
-    "--pipeline.model.renderer.num-samples", "8",
-    "--pipeline.datamanager.objects-per-batch", "2",
-    "--pipeline.datamanager.rays-per-object", "32",
-    "--pipeline.inner-steps", "1", "1",
-    "--pipeline.inner-steps-milestones", "100",
-    "--steps-per-eval-batch", "0",
-    "--steps-per-eval-image", "0",
-    "--steps-per-save", "100",
-]
-
-#: renderdiffusion-small shrunk the same way (16 px images)
-RENDERDIFFUSION_TINY = [
-    "--pipeline.model.encoder.triplane-resolution", "16",
-    "--pipeline.model.encoder.triplane-channels", "4",
-    "--pipeline.model.encoder.block-out-channels", "8", "16",
-    "--pipeline.model.encoder.attention-levels", "1",
-    "--pipeline.model.encoder.norm-num-groups", "4",
-    "--pipeline.model.encoder.upsample-channels", "8",
-    "--pipeline.model.decoder.hidden-dim", "16",
-    "--pipeline.model.renderer.num-samples", "8",
-    "--pipeline.model.renderer.num-importance-samples", "8",
-    "--pipeline.model.pixels-per-image", "32",
-    "--pipeline.datamanager.images-per-batch", "2",
-    "--steps-per-eval-batch", "0",
-    "--steps-per-eval-image", "0",
-    "--steps-per-save", "100",
-]
+#: the methods' tiny test presets, without evaluation during training
+NO_EVAL = ["--steps-per-eval-batch", "0", "--steps-per-eval-image", "0", "--steps-per-save", "100"]
+SSDNERF_TINY = [*SSDNERF_TINY_FLAGS, *NO_EVAL]
+RENDERDIFFUSION_TINY = [*RENDERDIFFUSION_TINY_FLAGS, *NO_EVAL]
 
 
 @pytest.mark.parametrize("method, flags, layout", [("ssdnerf-small", SSDNERF_TINY, "srn_chairs"),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
 from rich.console import Console
 
+from ns_diffusion_methods.benchmark.runner import PACKAGE_DEFINITIONS
 from ns_diffusion_methods.fixers.benchmark import run
 
-DEFINITION = Path(__file__).resolve().parents[2] / "configs" / "benchmarks" / "difix-speed.yaml"
+DEFINITION = PACKAGE_DEFINITIONS / "difix-speed.yaml"
 
 
 def test_benchmark_rows_have_the_declared_columns(tmp_path):

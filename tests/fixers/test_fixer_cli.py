@@ -58,7 +58,7 @@ def test_help_of_every_command(command, capsys):
 
 def test_train_fixer_command_runs(tmp_path, synthetic_pairs):
     data = synthetic_pairs(tmp_path / "pairs", 2, test_count=1)
-    assert main(["train-fixer", "--data", str(data), "--output-dir", str(tmp_path / "run"), "--model", "tiny",
-                 "--max-steps", "2", "--lpips-loss-mult", "0", "--gram-loss-mult", "0", "--resolution", "32", "32",
+    assert main(["train-fixer", "--data", str(data), "--output", str(tmp_path / "run"), "--model", "tiny",
+                 "--num-steps", "2", "--lpips-loss-mult", "0", "--gram-loss-mult", "0", "--resolution", "32", "32",
                  "--device", "cpu"]) == 0
     assert (tmp_path / "run" / "model" / "model_index.json").is_file()

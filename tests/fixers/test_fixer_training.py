@@ -25,7 +25,7 @@ from ns_diffusion_methods.fixers.training import (
 
 
 def _config(data, output, **kwargs) -> FixerTrainingConfig:
-    defaults = dict(data=data, output_dir=output, model="tiny", resolution=None, batch_size=4, learning_rate=1e-3,
+    defaults = dict(data=data, output=output, model="tiny", resolution=None, batch_size=4, learning_rate=1e-3,
                     lpips_loss_mult=0.0, gram_loss_mult=0.0, steps_per_save=0, steps_per_eval=0, steps_per_log=10,
                     device="cpu", seed=0)
     defaults.update(kwargs)
@@ -34,7 +34,7 @@ def _config(data, output, **kwargs) -> FixerTrainingConfig:
 
 def test_the_recipe_lowers_held_out_l2(tmp_path, synthetic_pairs):
     data = synthetic_pairs(tmp_path / "pairs", 24, test_count=4)
-    result = train_fixer(_config(data, tmp_path / "run", max_steps=200))
+    result = train_fixer(_config(data, tmp_path / "run", num_steps=200))
     before, after = result.evaluations[0], result.evaluations[-1]
     assert before["step"] == 0 and after["step"] == 200
     assert after["l2"] < 0.35 * before["l2"], (before, after)
@@ -50,7 +50,7 @@ def test_the_recipe_lowers_held_out_l2(tmp_path, synthetic_pairs):
 
 def test_references_perceptual_losses_warmup_and_checkpoints(tmp_path, synthetic_pairs):
     data = synthetic_pairs(tmp_path / "pairs", 4, test_count=1, references=True)
-    result = train_fixer(_config(data, tmp_path / "run", max_steps=3, batch_size=2, resolution=(32, 32),
+    result = train_fixer(_config(data, tmp_path / "run", num_steps=3, batch_size=2, resolution=(32, 32),
                                  lpips_loss_mult=1.0, gram_loss_mult=0.5, gram_warmup_steps=1, gram_crop_size=16,
                                  random_loss_backbones=True, steps_per_save=2))
     assert "gram" not in result.losses[0] and "gram" in result.losses[1]  # after the warm-up only
@@ -135,7 +135,7 @@ def test_gradient_checkpointing_with_references_gives_the_same_loss_and_gradient
 
 def test_train_fixer_with_gradient_checkpointing_and_references(tmp_path, synthetic_pairs):
     data = synthetic_pairs(tmp_path / "pairs", 2, test_count=0, references=True, size=16)
-    runs = [train_fixer(_config(data, tmp_path / f"run{flag}", max_steps=2, batch_size=2, gradient_checkpointing=flag))
+    runs = [train_fixer(_config(data, tmp_path / f"run{flag}", num_steps=2, batch_size=2, gradient_checkpointing=flag))
             for flag in (False, True)]
     assert [e["loss"] for e in runs[1].losses] == pytest.approx([e["loss"] for e in runs[0].losses], rel=1e-5)
     plain, checkpointed = (DifixModel.from_pretrained(run.model_dir) for run in runs)

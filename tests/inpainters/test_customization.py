@@ -176,7 +176,7 @@ def test_command_on_the_synthetic_capture(object_removal_capture, tmp_path, caps
     meta = json.loads((object_removal_capture / "transforms.json").read_text())
     assert images.shape[0] == len(meta["train_filenames"])  # evaluation views (ground truth) are never used
     assert masks.any() and not masks.all()
-    code = main(["customize", "--data", str(object_removal_capture), "--model", "tiny", "--steps", "2",
+    code = main(["customize", "--data", str(object_removal_capture), "--model", "tiny", "--num-steps", "2",
                  "--resolution", "32", "--batch-size", "2", "--output", str(tmp_path / "cache"), "--device", "cpu"])
     assert code == 0
     folder = capsys.readouterr().out.strip().splitlines()[-1]
@@ -209,7 +209,7 @@ def test_command_refuses_a_capture_with_a_bad_mask(object_removal_capture, tmp_p
     bad = next(f for f in meta["frames"] if f["file_path"] in meta["train_filenames"])
     (capture / bad["object_mask_path"]).unlink()
     with pytest.raises(DataError, match=bad["object_mask_path"].split("/")[-1]):
-        CustomizeCommand(data=capture, model="tiny", steps=1, output=tmp_path / "cache").main()
+        CustomizeCommand(data=capture, model="tiny", num_steps=1, output=tmp_path / "cache").main()
     assert not (tmp_path / "cache").exists()
 
 
@@ -217,6 +217,6 @@ def test_command_names_its_own_flag_for_a_missing_model(object_removal_capture, 
     from ns_diffusion_methods.errors import ModelUnavailableError
 
     with pytest.raises(ModelUnavailableError, match="--model PATH") as info:
-        CustomizeCommand(data=object_removal_capture, model="no-such-owner/no-such-model", steps=1,
+        CustomizeCommand(data=object_removal_capture, model="no-such-owner/no-such-model", num_steps=1,
                          output=tmp_path / "cache").main()
     assert "--pipeline" not in str(info.value)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Optional, Tuple, Type, Union
+from typing import Dict, Optional, Tuple, Type, Union
 
 import torch
 
+from ns_diffusion_methods.diffusion import precision
+from ns_diffusion_methods.diffusion.precision import DType
 from ns_diffusion_methods.fixers.base import FixerConfig
 
 #: the prompt and timestep Difix was trained with
 DEFAULT_PROMPT = "remove degradation"
 DEFAULT_TIMESTEP = 199
-#: compute precisions, spelled as torch names them (the inpainters' vocabulary)
-DType = Literal["auto", "float32", "float16", "bfloat16"]
 #: earlier spellings, accepted by :class:`DifixFixerConfig` for one release
 LEGACY_DTYPES: Dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -26,13 +26,8 @@ def _difix_fixer() -> Type:
 
 
 def resolve_dtype(name: str, device: Union[str, torch.device]) -> torch.dtype:
-    """``auto`` -> bfloat16 on CUDA, float32 elsewhere; otherwise the named dtype."""
-    if name == "auto":
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if name not in table:
-        raise ValueError(f"`dtype` must be one of auto, {', '.join(table)}, but got {name!r}.")
-    return table[name]
+    """The fixer's compute dtype: ``auto`` is bfloat16 on CUDA (Difix's training precision), float32 elsewhere."""
+    return precision.resolve_dtype(name, device, cuda_default=torch.bfloat16)
 
 
 @dataclass

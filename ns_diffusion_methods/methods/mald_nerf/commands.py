@@ -14,8 +14,9 @@ from typing import Optional
 class DemoCommand:
     """Remove an object from a synthetic 3D capture with MALD-NeRF on the CPU (capture, train, evaluate, picture)."""
 
-    output: Path = Path("outputs/mald-nerf-demo")
-    """Folder for the capture, the run, the picture and the metrics (replaced pieces are rewritten)."""
+    output: Optional[Path] = None
+    """Folder for the capture, the run, the picture and the metrics (replaced pieces are rewritten). Default:
+    outputs/ns-diffusion/demo/<timestamp>."""
     seed: int = 0
     """Seed of the synthetic scene."""
     image_size: int = 64
@@ -32,8 +33,10 @@ class DemoCommand:
 
     def main(self) -> int:
         """Run the demo; returns the exit code (0 when the renders beat the captured views inside the hole)."""
+        from ns_diffusion_methods.cli.outputs import default_output
         from ns_diffusion_methods.methods.mald_nerf.demo import run_demo
 
-        return run_demo(self.output, seed=self.seed, image_size=self.image_size, num_views=self.num_views,
+        output = self.output if self.output is not None else default_output("demo")
+        return run_demo(output, seed=self.seed, image_size=self.image_size, num_views=self.num_views,
                         num_eval_views=self.num_eval_views, max_num_iterations=self.max_num_iterations,
                         inpainter=self.inpainter)

@@ -6,8 +6,10 @@ your own (see ``definitions/README.md`` for the format).
 Two kinds exist:
 
 ``train-eval``
-    Generate a synthetic capture, then train and evaluate each entry (a registered method with its flags) through
-    nerfstudio's own ``ns-train``/``ns-eval`` code paths. Rows hold the evaluation metrics and wall times.
+    Generate a synthetic capture (``kind``), or take data you downloaded (``path: ${data}``, given with
+    ``--set data=PATH``), then train and evaluate each entry (a registered method with its flags) through nerfstudio's
+    own ``ns-train``/``ns-eval`` code paths. Rows hold the evaluation metrics and wall times, and an entry's ``paper``
+    numbers as ``paper_<metric>`` beside them.
 ``python``
     Call ``entry`` (``module:function``) as ``function(spec, output_dir, console) -> list[dict]``: for benchmarks that
     are not "train a method and evaluate it" (fixer speed, a method's own protocol).
@@ -87,6 +89,10 @@ def load_definition(path: Path, overrides: Optional[Dict[str, Any]] = None) -> D
     if kind == "train-eval":
         if "capture" not in spec and "captures" not in spec:
             raise UserFacingError(f"The benchmark definition {path} needs `capture` (or a list `captures`).")
+        for capture in spec.get("captures") or [spec["capture"]]:
+            if not isinstance(capture, dict) or ("kind" not in capture and "path" not in capture):
+                raise UserFacingError(f"Each capture of {path} needs `kind` (a synthetic capture) or `path` (data "
+                                      f"you downloaded, e.g. `path: ${{data}}`).")
         for i, entry in enumerate(spec["entries"]):
             if not isinstance(entry, dict) or "name" not in entry or "method" not in entry:
                 raise UserFacingError(f"Entry {i} of {path} needs at least `name` and `method`.")
@@ -127,6 +133,28 @@ def environment_info() -> Dict[str, Any]:
     }
 
 
+def _substitute(value: Any, params: Dict[str, Any]) -> Any:
+    """``"${name}"`` -> ``params["name"]`` (other values unchanged)."""
+    if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+        return params.get(value[2:-1])
+    return value
+
+
+def user_capture(capture: Dict[str, Any], spec: Dict[str, Any]) -> Path:
+    """The downloaded capture a reproduction benchmark runs on: ``capture.path`` (usually ``${data}``, set with
+    ``--set data=PATH``), checked to exist before anything trains."""
+    path = _substitute(capture["path"], spec["params"])
+    how = str(spec.get("data_help", "")).strip()
+    if path in (None, ""):
+        raise UserFacingError(f"The benchmark `{spec['name']}` runs on data you download first; pass its folder with "
+                              f"`--set data=PATH`. {how}".strip())
+    folder = Path(str(path)).expanduser()
+    if not folder.is_dir():
+        raise UserFacingError(f"The data folder {folder} of benchmark `{spec['name']}` does not exist or is not a "
+                              f"folder. Pass the downloaded data with `--set data=PATH`. {how}".strip())
+    return folder
+
+
 def make_capture(capture: Dict[str, Any], folder: Path) -> Path:
     """Write the synthetic capture a ``train-eval`` benchmark names (``kind`` plus the writer's arguments)."""
     from ns_diffusion_methods import synthetic
@@ -151,24 +179,31 @@ def run_train_eval(spec: Dict[str, Any], output_dir: Path, console: Console) -> 
     metrics = spec.get("metrics", ["psnr", "ssim", "lpips"])
     cuda = torch.cuda.is_available()
     rows: List[Dict[str, Any]] = []
-    for capture in captures:
-        data = make_capture(capture, output_dir / "capture")
+    # every downloaded capture is checked before the first run starts
+    user_data = {i: user_capture(c, spec) for i, c in enumerate(captures) if "path" in c}
+    for index, capture in enumerate(captures):
+        if index in user_data:
+            data, label = user_data[index], user_data[index].name
+        else:
+            data, label = make_capture(capture, output_dir / "capture"), capture["kind"]
         for entry in spec["entries"]:
-            row: Dict[str, Any] = {"capture": capture["kind"], "name": entry["name"], "method": entry["method"]}
+            row: Dict[str, Any] = {"capture": label, "name": entry["name"], "method": entry["method"]}
             if entry.get("requires_cuda") and not cuda:
                 console.print(f"[yellow]Skipping {entry['name']}: it needs CUDA.[/yellow]")
-                rows.append({**row, "status": "skipped (needs CUDA)"})
+                rows.append({**row, **{f"paper_{m}": v for m, v in entry.get("paper", {}).items()},
+                             "status": "skipped (needs CUDA)"})
                 continue
-            console.rule(f"[bold]{entry['name']}[/bold] ({entry['method']}) on {capture['kind']}")
+            console.rule(f"[bold]{entry['name']}[/bold] ({entry['method']}) on {label}")
             flags = [*spec.get("flags", []), *entry.get("flags", [])]
             if not cuda:  # CPU-only settings, e.g. nerfacto's torch implementation
                 flags = ["--machine.device-type", "cpu", *flags, *spec.get("cpu_flags", []),
                          *entry.get("cpu_flags", [])]
             dataparser = entry.get("dataparser", spec.get("dataparser", []))
-            run_dir = output_dir / "runs" / capture["kind"] / entry["name"]
+            run_dir = output_dir / "runs" / label / entry["name"]
             config_path, train_s = train_run(entry["method"], data, run_dir, flags, dataparser)
             results = eval_run(config_path, run_dir / "eval.json")["results"]
             row.update({m: results[m] for m in metrics if m in results})
+            row.update({f"paper_{m}": value for m, value in entry.get("paper", {}).items()})
             row.update({"train_s": round(train_s, 1), "status": "ok"})
             iterations = _flag_value(flags, "--max-num-iterations")
             if iterations:

@@ -95,3 +95,57 @@ def test_help_lists_the_benchmarks_as_a_positional_name(capsys):
     assert "usage: ns-diffusion benchmark [-h] NAME" in help_text
     for name in ("nerfacto-baseline", "ssdnerf-objects", "renderdiffusion-objects"):
         assert name in help_text
+
+
+REPRODUCTION = """
+    name: repro
+    description: a method on data the user downloaded
+    kind: train-eval
+    data_help: Download it from somewhere.
+    params: {data: null}
+    captures: [{path: "${data}"}]
+    dataparser: [nerfstudio-data]
+    entries:
+      - {name: m, method: nerfacto, paper: {psnr: 17.29}}
+      - {name: gpu-only, method: splatfacto, requires_cuda: true, paper: {psnr: 17.66}}
+    metrics: [psnr]
+"""
+
+
+def test_a_reproduction_benchmark_without_its_data_says_how_to_pass_it(tmp_path):
+    definition = _write(tmp_path / "repro.yaml", REPRODUCTION)
+    with pytest.raises(UserFacingError, match=r"--set data=PATH`\. Download it from somewhere\."):
+        run_benchmark(str(definition), tmp_path / "out")
+    with pytest.raises(UserFacingError, match=r"missing of benchmark `repro` does not exist.*--set data=PATH"):
+        run_benchmark(str(definition), tmp_path / "out", overrides={"data": str(tmp_path / "missing")})
+
+
+def test_a_reproduction_benchmark_trains_on_the_given_folder_with_paper_numbers_beside(tmp_path, monkeypatch):
+    import ns_diffusion_methods.benchmark.nerfstudio_runs as runs
+    import ns_diffusion_methods.benchmark.runner as runner
+
+    scene = tmp_path / "scene_7"
+    scene.mkdir()
+    trained = []
+
+    def train_run(method, data, run_dir, flags, dataparser):
+        trained.append((method, data, dataparser))
+        return run_dir / "config.yml", 12.0
+
+    monkeypatch.setattr(runs, "train_run", train_run)
+    monkeypatch.setattr(runs, "eval_run", lambda config, path: {"results": {"psnr": 18.5, "ssim": 0.6}})
+    monkeypatch.setattr(runner.torch.cuda, "is_available", lambda: False)
+    definition = _write(tmp_path / "repro.yaml", REPRODUCTION)
+    rows = json.loads(run_benchmark(str(definition), tmp_path / "out",
+                                    overrides={"data": str(scene)})["json"].read_text())["rows"]
+    assert trained == [("nerfacto", scene, ["nerfstudio-data"])]
+    assert rows[0] == {"capture": "scene_7", "name": "m", "method": "nerfacto", "psnr": 18.5, "paper_psnr": 17.29,
+                       "train_s": 12.0, "status": "ok"}
+    assert rows[1]["status"] == "skipped (needs CUDA)" and rows[1]["paper_psnr"] == 17.66
+
+
+def test_captures_need_a_kind_or_a_path(tmp_path):
+    definition = _write(tmp_path / "c.yaml", "name: c\ndescription: x\nkind: train-eval\ncaptures: [{seed: 1}]\n"
+                                             "entries: [{name: a, method: nerfacto}]\n")
+    with pytest.raises(UserFacingError, match="`kind`.*or `path`"):
+        load_definition(definition)

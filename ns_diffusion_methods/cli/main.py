@@ -37,6 +37,9 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "add-masks": ("ns_diffusion_methods.data.commands", "AddMasksCommand",
                   "Add object masks from a folder to a nerfstudio capture (object_mask_path per frame), for "
                   "mald-nerf."),
+    "masks": ("ns_diffusion_methods.data.commands", "MasksCommand",
+              "Object masks of every frame from a 3D box around the object (the viewer's crop box) and the depth "
+              "of a trained run: no painting; for mald-nerf."),
     "customize": ("ns_diffusion_methods.inpainters.commands", "CustomizeCommand",
                   "LoRA-customise an inpainting LDM on a capture with object masks (MALD-NeRF; cached)."),
 }
@@ -86,7 +89,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         text = preamble(rest)
         if text:
             print(text)
-    command = tyro.cli(command_cls, args=rest, prog=f"ns-diffusion {name}", description=help_)
+    # booleans take a value, {True,False}, as in ns-train
+    command = tyro.cli(command_cls, args=rest, prog=f"ns-diffusion {name}", description=help_,
+                       config=(tyro.conf.FlagConversionOff,))
     with package_run():  # the commands load runs and build models as the package's methods do
         result = command.main()
     return int(result) if isinstance(result, int) else 0

@@ -11,14 +11,14 @@ frames and writes the capture ``object-mask-data`` reads:
 - **values**: read as everywhere in the package (:mod:`ns_diffusion_methods.data.masks`): label masks (largest value 1)
   mark the object with 1; otherwise a pixel is object when its value is above half the format's range (127 for 8-bit),
   which also reads JPEG-compressed masks as drawn; colour masks: any channel; cut-outs with transparency: opaque =
-  object. ``--invert`` is for masks that mark the object with 0 (nerfstudio's ``mask_path`` convention).
+  object. ``--invert True`` is for masks that mark the object with 0 (nerfstudio's ``mask_path`` convention).
 - **size**: a mask has the size of its frame's full-size image (``file_path``; the ``w`` x ``h`` of ``transforms.json``
   when only ``images_N`` copies exist), or of one of its ``images_N`` copies (1/2, 1/4 or 1/8 of it, rounded either
   way): those are enlarged (nearest) to the full size. Any other size is an error.
 - **dilation** ``--dilate K N``: a square kernel of K pixels, N times, at the full size (SPIn-NeRF uses 5x5 five
   times on its ``images_4`` masks, i.e. about 20x20 at the full size of its photos).
 - **output**: the masks are written as 0/255 PNGs (``object_masks/<stem>.png``) into a copy of the capture
-  (``--output``), or into the capture itself (``--in-place``, after saving ``transforms.json`` as
+  (``--output``), or into the capture itself (``--in-place True``, after saving ``transforms.json`` as
   ``transforms.json.bak``); each frame with a mask gets ``"object_mask_path"``.
 - **frames without an object**: when the capture does not mark its evaluation views itself (no split lists, no
   ``eval`` in file names; what ``ns-process-data`` writes), a frame without a mask, or whose mask is empty, is taken to
@@ -164,7 +164,8 @@ def _prepare_output(data_dir: Path, output: Optional[Path], in_place: bool, mask
     """The capture folder to write into, checked before anything is read (copied later)."""
     if in_place == (output is not None):
         raise UserFacingError("Give either --output NEW_CAPTURE (a copy of the capture with the masks is written "
-                              "there) or --in-place (the capture itself is changed; transforms.json is backed up).")
+                              "there) or --in-place True (the capture itself is changed; its transforms.json is "
+                              "backed up).")
     if in_place:
         if (data_dir / mask_folder).resolve() == masks.resolve():
             raise UserFacingError(f"--masks {masks} is the folder add-masks writes the normalised masks to. Move the "
@@ -174,7 +175,7 @@ def _prepare_output(data_dir: Path, output: Optional[Path], in_place: bool, mask
     target = output.resolve()
     if target == data_dir.resolve() or data_dir.resolve() in target.parents:
         raise UserFacingError(f"--output {output} is inside the capture {data_dir}; choose a folder outside it "
-                              f"(or use --in-place).")
+                              f"(or use --in-place True).")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise UserFacingError(f"--output {output} already exists and is not empty; add-masks writes a new capture "
                               f"there. Choose another folder, or remove it.")
@@ -249,7 +250,7 @@ def add_masks(data: Path, masks: Path, output: Optional[Path] = None, in_place: 
         if mask.all():
             problems.append(f"{mask_file}: covers the whole image"
                             f"{' after dilation' if dilation[0] > 1 and dilation[1] > 0 else ''}: nothing is left "
-                            f"to reconstruct from (with --invert? the object must be the smaller part)")
+                            f"to reconstruct from (with --invert True? the object must be the smaller part)")
             continue
         result.mask = mask
     if not used:
@@ -278,7 +279,7 @@ def add_masks(data: Path, masks: Path, output: Optional[Path] = None, in_place: 
         if not training:
             raise DataError(f"Every mask of {masks} that matches a frame of {transforms} is empty: no frame has an "
                             f"object to remove. Check the masks' values (object = above half the range, or 1 in 0/1 "
-                            f"masks; --invert for masks where 0 = object).")
+                            f"masks; --invert True for masks where 0 = object).")
 
     # ------------------------------------------------------------------ write
     if not in_place:

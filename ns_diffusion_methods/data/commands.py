@@ -1,15 +1,17 @@
-"""``ns-diffusion`` commands on captures: ``add-masks`` (the logic is in :mod:`ns_diffusion_methods.data.add_masks`)."""
+"""``ns-diffusion`` commands on captures: ``add-masks`` and ``masks`` (the logic is in
+:mod:`ns_diffusion_methods.data.add_masks` and :mod:`ns_diffusion_methods.data.box_masks`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Literal, Optional, Tuple
 
 import tyro
 from typing_extensions import Annotated
 
 from ns_diffusion_methods.data.add_masks import add_masks
+from ns_diffusion_methods.errors import UserFacingError
 
 
 @dataclass
@@ -44,4 +46,52 @@ class AddMasksCommand:
         report = add_masks(self.data, self.masks, self.output, self.in_place, tuple(self.dilate), self.invert,
                            self.mask_folder)
         print(report.text(self.masks, tuple(self.dilate)))
+        return 0
+
+
+@dataclass
+class MasksCommand:
+    """Object masks for every frame from a 3D box around the object, with the depth of a run trained on the capture
+    (nerfacto or splatfacto): no painting. Writes the capture with object_mask_path entries for mald-nerf, as
+    add-masks does.
+
+    In the viewer of the run, tick "Crop Viewport" and move the box (or type "Crop center", "Crop scale" and
+    "Crop rotation") until it holds the object and little else; pass those nine numbers to --box.
+    """
+
+    load_config: Annotated[Path, tyro.conf.arg(metavar="CONFIG")]
+    """config.yml of a run trained on the capture (a quick nerfacto is enough: 5-10k steps)."""
+    box: Annotated[str, tyro.conf.arg(metavar="CX,CY,CZ,SX,SY,SZ[,RX,RY,RZ]")]
+    """The box: centre, side lengths and rotation (roll, pitch, yaw in radians), as the viewer's Crop center, Crop
+    scale and Crop rotation show them. Write --box=-0.5,... when the first number is negative."""
+    output: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR")] = None
+    """Write a copy of the capture with the masks here (a new or empty folder)."""
+    in_place: bool = False
+    """Write into the capture itself; its transforms.json is saved as transforms.json.bak first."""
+    data: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR")] = None
+    """The capture to write masks for; default: the one the run was trained on."""
+    frame: Literal["run", "capture"] = "run"
+    """Coordinates of --box: run = the run's (what the viewer shows), capture = those of the capture's
+    transforms.json (before nerfstudio orients and scales the poses)."""
+    min_accumulation: float = 0.5
+    """A pixel can be object only where the run is at least this opaque (background sky and holes are not)."""
+    min_component: float = 0.05
+    """Pieces of a view's mask smaller than this fraction of the mask are dropped (floaters inside the box)."""
+    dilate: Tuple[int, int] = (5, 5)
+    """Grow each mask by a square kernel of K pixels, N times, at the run's render size: K N (SPIn-NeRF: 5 5);
+    0 0 = none."""
+
+    def main(self) -> int:
+        """Derive the masks, write the capture and print the report."""
+        from ns_diffusion_methods.data.box_masks import Box, BoxMaskSettings, masks_from_run
+
+        box = Box.parse(self.box)
+        if not self.load_config.is_file():
+            raise UserFacingError(f"--load-config {self.load_config} does not exist; pass the config.yml of a run "
+                                  f"trained on the capture (outputs/<capture>/nerfacto/<time>/config.yml).")
+        settings = BoxMaskSettings(frame=self.frame, min_accumulation=self.min_accumulation,
+                                   min_component=self.min_component, dilation=tuple(self.dilate))
+        report = masks_from_run(self.load_config, box, settings, output=self.output, in_place=self.in_place,
+                                data=self.data)
+        print(report.text(Path(f"the box {self.box}"), (0, 0)))
         return 0

@@ -103,8 +103,9 @@ class FixerTrainingConfig:
     random_loss_backbones: bool = False
     """Build the LPIPS and Gram VGG backbones with random weights instead of ImageNet weights. For tests and offline
     smoke runs only: the perceptual losses are then meaningless."""
-    mixed_precision: Literal["auto", "bf16", "no"] = "auto"
-    """bf16 autocast with float32 master weights; auto = bf16 on CUDA, off on CPU."""
+    mixed_precision: Literal["auto", "bfloat16", "float32"] = "auto"
+    """Precision of the forward pass: bfloat16 autocast with float32 master weights, or float32 throughout; auto =
+    bfloat16 on CUDA, float32 on a CPU."""
     gradient_checkpointing: bool = False
     """Recompute UNet activations in the backward pass (less GPU memory, slower)."""
     steps_per_save: int = 1000
@@ -366,7 +367,7 @@ def train_fixer(config: FixerTrainingConfig, console: Any = None) -> TrainingRes
     device = torch.device(default_device_type() if config.device == "auto" else config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested, but CUDA is not available.")
-    use_bf16 = config.mixed_precision == "bf16" or (config.mixed_precision == "auto" and device.type == "cuda")
+    use_bf16 = config.mixed_precision == "bfloat16" or (config.mixed_precision == "auto" and device.type == "cuda")
     autocast_dtype = torch.bfloat16 if use_bf16 else None
 
     train_records = read_pairs(config.data, "train", config.prompt)

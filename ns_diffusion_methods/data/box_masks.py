@@ -1,0 +1,298 @@
+"""What ``ns-diffusion masks`` does: object masks of every frame from a 3D box around the object, with the depth
+of a trained run, instead of painting a mask per view (the command: :class:`.commands.MasksCommand`).
+
+The path from a phone video to ``mald-nerf`` without painting: ``ns-process-data`` writes the capture; a quick
+``ns-train nerfacto`` (or splatfacto) learns its geometry; in the viewer, "Crop Viewport" shows a box (its centre,
+scale and rotation are the viewer's "Crop center", "Crop scale" and "Crop rotation"); place it around the object and
+pass the same numbers to this command.
+
+For every frame of the run (training and evaluation split alike: all of them were photographed with the object):
+
+1. the run renders depth and accumulation at the frame's camera;
+2. each pixel's surface point is ``origin + direction * t``: nerfstudio's NeRF models report the distance along the
+   (unit) ray direction; splat models report the depth along the camera axis, converted with the ray's
+   ``directions_norm``;
+3. a pixel is object when its point lies inside the oriented box and the pixel is opaque (accumulation at least
+   ``min_accumulation``);
+4. clean-up, in the frame's render resolution: holes inside the object are filled, connected pieces smaller than
+   ``min_component`` of the mask are dropped (stray floaters inside the box), then the mask is dilated (SPIn-NeRF
+   dilates its masks 5x5, five times);
+5. the mask is enlarged (nearest) to the frame's image size and handed to :func:`~ns_diffusion_methods.data.add_masks
+   .add_masks`, which writes the capture copy (or the capture in place, with a backup) with ``object_mask_path``
+   entries, exactly as ``ns-diffusion add-masks`` does with painted masks.
+
+The box is given in the run's coordinates (those the viewer shows: the capture's poses after the dataparser's
+orientation and scale, ``dataparser_transforms.json``), or in the capture's own coordinates (``frame="capture"``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ns_diffusion_methods.data.masks import Dilation, dilate_mask, resize_mask
+from ns_diffusion_methods.errors import DataError, UserFacingError
+
+BoxFrame = Literal["run", "capture"]
+
+#: a mask covering more than this fraction of a view in every view means the box holds the whole scene
+MOST_OF_THE_VIEW = 0.9
+
+
+@dataclass
+class Box:
+    """An oriented box: centre, full side lengths and rotation (roll, pitch, yaw in radians; the viewer's order)."""
+
+    center: Tuple[float, float, float]
+    size: Tuple[float, float, float]
+    rotation: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @staticmethod
+    def parse(text: str) -> "Box":
+        """``"CX,CY,CZ,SX,SY,SZ[,RX,RY,RZ]"`` (commas or spaces) as a :class:`Box`."""
+        parts = [p for p in text.replace(",", " ").split() if p]
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            raise UserFacingError(f"--box takes numbers, CX,CY,CZ,SX,SY,SZ[,RX,RY,RZ], but got {text!r}.") from None
+        if len(values) not in (6, 9) or not all(math.isfinite(v) for v in values):
+            raise UserFacingError(f"--box takes 6 or 9 finite numbers, CX,CY,CZ,SX,SY,SZ[,RX,RY,RZ] (centre, side "
+                                  f"lengths, rotation in radians as the viewer's Crop rotation), but got {text!r}.")
+        if min(values[3:6]) <= 0:
+            raise UserFacingError(f"The box's side lengths SX,SY,SZ must be positive, but got {values[3:6]}.")
+        rotation = tuple(values[6:9]) if len(values) == 9 else (0.0, 0.0, 0.0)
+        return Box(tuple(values[:3]), tuple(values[3:6]), rotation)  # type: ignore[arg-type]
+
+    def rotation_matrix(self) -> Tensor:
+        """``R = Rz(yaw) Ry(pitch) Rx(roll)`` [3, 3], the convention of the viewer's crop box (viser's ``from_rpy``)."""
+        roll, pitch, yaw = self.rotation
+        cr, sr, cp, sp, cy, sy = (math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch), math.cos(yaw),
+                                  math.sin(yaw))
+        rx = torch.tensor([[1.0, 0, 0], [0, cr, -sr], [0, sr, cr]], dtype=torch.float64)
+        ry = torch.tensor([[cp, 0, sp], [0, 1.0, 0], [-sp, 0, cp]], dtype=torch.float64)
+        rz = torch.tensor([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1.0]], dtype=torch.float64)
+        return rz @ ry @ rx
+
+    def to_run(self, transform: Tensor, scale: float) -> "Box":
+        """The same box in a run's coordinates (``p -> scale * (A p + b)``, :func:`run_to_capture`'s inverse), as the
+        viewer shows it: centre and sides moved and scaled, rotation ``A R``."""
+        transform = transform.double()
+        centre = scale * (transform[:3, :3] @ torch.tensor(self.center, dtype=torch.float64) + transform[:3, 3])
+        rotation = transform[:3, :3] @ self.rotation_matrix()
+        roll = math.atan2(float(rotation[2, 1]), float(rotation[2, 2]))
+        pitch = -math.asin(max(-1.0, min(1.0, float(rotation[2, 0]))))
+        yaw = math.atan2(float(rotation[1, 0]), float(rotation[0, 0]))
+        return Box(tuple(centre.tolist()), tuple(s * scale for s in self.size), (roll, pitch, yaw))  # type: ignore
+
+    def contains(self, points: Tensor) -> Tensor:
+        """Boolean ``[...]``: whether each point ``[..., 3]`` lies inside the box."""
+        rotation = self.rotation_matrix().to(points)
+        local = (points - torch.tensor(self.center).to(points)) @ rotation  # R^T (p - c), row vectors
+        half = torch.tensor(self.size).to(points) / 2
+        return (local.abs() <= half).all(dim=-1)
+
+
+def run_to_capture(points: Tensor, transform: Tensor, scale: float) -> Tensor:
+    """Points ``[..., 3]`` of a run's coordinates in the capture's own coordinates.
+
+    nerfstudio maps a capture point ``p`` to ``scale * (A p + b)`` (``dataparser_transforms.json``: ``transform`` =
+    ``[A | b]`` with ``A`` a rotation, and ``scale``); this is the inverse, ``A^T (q / scale - b)``.
+    """
+    rotation, translation = transform[:3, :3].to(points), transform[:3, 3].to(points)
+    return (points / scale - translation) @ rotation
+
+
+def surface_points(origins: Tensor, directions: Tensor, depth: Tensor, directions_norm: Optional[Tensor],
+                   depth_along_axis: bool) -> Tensor:
+    """``[..., 3]`` surface points of rays with unit ``directions`` and a rendered ``depth`` ``[..., 1]``.
+
+    Args:
+        depth_along_axis: the depth is measured along the camera axis (splats) rather than along the ray (NeRFs);
+            it is converted with ``directions_norm`` (the length of the ray direction whose axis component is 1).
+    """
+    distance = depth * directions_norm if depth_along_axis and directions_norm is not None else depth
+    return origins + directions * distance
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.binary_fill_holes(mask)
+
+
+def clean_mask(mask: np.ndarray, min_component: float, dilation: Dilation) -> np.ndarray:
+    """Fill holes, drop connected pieces smaller than ``min_component`` of the mask's pixels, then dilate."""
+    from scipy import ndimage
+
+    if not mask.any():
+        return mask
+    mask = _fill_holes(mask)
+    labels, count = ndimage.label(mask)
+    if count > 1 and min_component > 0:
+        sizes = np.bincount(labels.ravel())[1:]
+        keep = np.flatnonzero(sizes >= min_component * sizes.sum()) + 1
+        mask = np.isin(labels, keep)
+    return dilate_mask(mask, dilation)
+
+
+@dataclass
+class BoxMaskSettings:
+    """How masks are derived from the box (the command's flags)."""
+
+    frame: BoxFrame = "run"
+    min_accumulation: float = 0.5
+    min_component: float = 0.05
+    dilation: Dilation = (5, 5)
+
+
+@dataclass
+class DerivedMasks:
+    """Masks of a run's frames, at render resolution, with their image files."""
+
+    files: List[Path] = field(default_factory=list)
+    masks: List[np.ndarray] = field(default_factory=list)
+
+    def coverage(self) -> List[float]:
+        return [float(m.mean()) for m in self.masks]
+
+
+def _is_splat(model: Any) -> bool:
+    try:
+        from nerfstudio.models.splatfacto import SplatfactoModel
+    except ImportError:  # pragma: no cover - nerfstudio without gsplat
+        return False
+    return isinstance(model, SplatfactoModel)
+
+
+def derive_masks(model: Any, views: Sequence[Tuple[Path, Any]], box: Box, settings: BoxMaskSettings,
+                 to_capture: Optional[Callable[[Tensor], Tensor]] = None,
+                 progress: Optional[Callable[[], None]] = None) -> DerivedMasks:
+    """Render every ``(image file, single camera)`` of ``views`` and mark the pixels whose surface is in ``box``.
+
+    Args:
+        model: a nerfstudio model with ``get_outputs_for_camera`` giving ``depth`` and ``accumulation``.
+        to_capture: maps run coordinates to the box's (``frame="capture"``); None = the box is in run coordinates.
+    """
+    from ns_diffusion_methods.dataset_updates.render import render_camera_outputs
+
+    along_axis = _is_splat(model)
+    device = next(model.parameters()).device
+    derived = DerivedMasks()
+    for path, camera in views:
+        camera = camera.to(device)
+        outputs = render_camera_outputs(model, camera, ("depth", "accumulation"))
+        if "depth" not in outputs:
+            raise UserFacingError(f"The run's model ({type(model).__name__}) renders no depth, which ns-diffusion "
+                                  f"masks needs. Train a nerfacto or splatfacto run on the capture and pass its "
+                                  f"config.yml.")
+        rays = camera.generate_rays(camera_indices=0, keep_shape=True)
+        norm = None if rays.metadata is None else rays.metadata.get("directions_norm")
+        points = surface_points(rays.origins, rays.directions, outputs["depth"].to(rays.origins), norm, along_axis)
+        if to_capture is not None:
+            points = to_capture(points)
+        inside = box.contains(points.double())
+        if "accumulation" in outputs:
+            inside &= outputs["accumulation"][..., 0].to(inside.device) >= settings.min_accumulation
+        mask = clean_mask(inside.cpu().numpy(), settings.min_component, settings.dilation)
+        derived.files.append(Path(path))
+        derived.masks.append(mask)
+        if progress is not None:
+            progress()
+    return derived
+
+
+def check_coverage(derived: DerivedMasks, box: Box, settings: BoxMaskSettings) -> None:
+    """Refuse a box that holds nothing in any view, or most of every view, before anything is written."""
+    coverage = derived.coverage()
+    where = ("the run's coordinates (the viewer's)" if settings.frame == "run" else "the capture's coordinates")
+    if not any(c > 0 for c in coverage):
+        raise DataError(f"The box (centre {box.center}, size {box.size}) contains no surface of the run in any of "
+                        f"its {len(coverage)} views, so no mask was written. The box is read in {where}; check its "
+                        f"centre and size against the viewer's Crop center and Crop scale (--frame capture for "
+                        f"coordinates of the capture's transforms.json), or lower --min-accumulation if the run is "
+                        f"barely trained.")
+    if all(c > MOST_OF_THE_VIEW for c in coverage):
+        raise DataError(f"The box (centre {box.center}, size {box.size}) covers more than "
+                        f"{MOST_OF_THE_VIEW:.0%} of every view, so it holds the scene rather than one object; no mask "
+                        f"was written. Shrink it around the object (the viewer's Crop Viewport shows what it holds).")
+
+
+def write_masks(derived: DerivedMasks, folder: Path) -> None:
+    """Each mask, enlarged (nearest) to its image's size, as a 0/255 PNG named by the image's stem."""
+    from ns_diffusion_methods.data.images import image_size, save_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, mask in zip(derived.files, derived.masks):
+        width, height = image_size(path)
+        if mask.shape != (height, width):
+            mask = resize_mask(mask, height, width)
+        save_image(mask.astype(np.uint8) * 255, folder / f"{path.stem}.png")
+
+
+def _run_capture(config: Any) -> Path:
+    """The capture folder a run was trained on; only transforms.json captures can receive masks."""
+    dataparser = config.pipeline.datamanager.dataparser
+    name = type(dataparser).__name__
+    data = Path(getattr(config, "data", None) or dataparser.data)
+    if name not in ("NerfstudioDataParserConfig", "ObjectMaskDataParserConfig"):
+        raise UserFacingError(f"The run was trained with {name}, but ns-diffusion masks writes masks into a "
+                              f"nerfstudio capture (transforms.json, as ns-process-data writes it). Train the quick "
+                              f"run with the nerfstudio-data dataparser on that capture.")
+    return data
+
+
+def _dataparser_transform(config: Any) -> Tuple[Tensor, float]:
+    path = Path(config.get_base_dir()) / "dataparser_transforms.json"
+    if not path.is_file():
+        raise UserFacingError(f"{path} is missing; it holds the run's orientation and scale, which --frame capture "
+                              f"needs. Use the run's own coordinates (--frame run, the viewer's) instead.")
+    meta = json.loads(path.read_text())
+    return torch.tensor(meta["transform"], dtype=torch.float64), float(meta["scale"])
+
+
+def masks_from_run(load_config: Path, box: Box, settings: BoxMaskSettings, output: Optional[Path] = None,
+                   in_place: bool = False, data: Optional[Path] = None, console: Any = None) -> Any:
+    """The command's work: load the run, derive every frame's mask, write the capture. Returns add-masks' report."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from ns_diffusion_methods.data.add_masks import add_masks
+    from ns_diffusion_methods.engine.progress import progress_bars
+
+    config, pipeline, _, _ = eval_setup(Path(load_config), test_mode="inference")
+    capture = Path(data) if data is not None else _run_capture(config)
+    to_capture = None
+    if settings.frame == "capture":
+        transform, scale = _dataparser_transform(config)
+        to_capture = lambda points: run_to_capture(points, transform, scale)  # noqa: E731
+    datamanager = pipeline.datamanager
+    views: List[Tuple[Path, Any]] = []
+    for outputs in (datamanager.train_dataparser_outputs, _eval_outputs(datamanager)):
+        if outputs is None:
+            continue
+        views += [(Path(f), outputs.cameras[i:i + 1]) for i, f in enumerate(outputs.image_filenames)]
+    with progress_bars() as progress:
+        task = progress.add_task("Rendering the depth of every frame", total=len(views))
+        derived = derive_masks(pipeline.model, views, box, settings, to_capture, lambda: progress.advance(task))
+    check_coverage(derived, box, settings)
+    with tempfile.TemporaryDirectory(prefix="ns-diffusion-masks-") as folder:
+        write_masks(derived, Path(folder))
+        return add_masks(capture, Path(folder), output=output, in_place=in_place)
+
+
+def _eval_outputs(datamanager: Any) -> Optional[Any]:
+    dataset = getattr(datamanager, "eval_dataset", None)
+    return None if dataset is None else getattr(dataset, "_dataparser_outputs", None)
+
+
+def coverage_summary(derived: DerivedMasks) -> Dict[str, float]:
+    """Min/mean/max fraction of each view the masks cover."""
+    coverage = derived.coverage()
+    return {"min": min(coverage), "mean": sum(coverage) / len(coverage), "max": max(coverage)}

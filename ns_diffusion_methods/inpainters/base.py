@@ -57,6 +57,39 @@ class InpainterConfig(InstantiateConfig):
         """
         return {}
 
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Load a ``config.yml`` (yaml) of a run from before the backends had configs of their own, where one config
+        named its backend by ``model`` (``opencv``, ``tiny`` or a Hub id/folder): it becomes the backend's config
+        with the same settings, so ``ns-eval``, ``ns-render`` and ``--load-dir`` work on those runs."""
+        if type(self) is InpainterConfig and "model" in state:
+            state = {k: v for k, v in state.items() if k != "_target"}
+            method, radius = state.pop("opencv_method", "telea"), state.pop("opencv_radius", 5)
+            if state["model"] == "opencv":
+                from ns_diffusion_methods.inpainters.opencv import OpenCVInpainterConfig
+
+                self.__class__ = OpenCVInpainterConfig
+                state = {"method": method, "radius": radius}
+            else:
+                from ns_diffusion_methods.inpainters.ldm import LDMInpainterConfig
+
+                self.__class__ = LDMInpainterConfig
+            state["_target"] = type(self)()._target
+        self.__dict__.update(state)
+
+
+def build_inpainter(config: InpainterConfig, device: Union[str, torch.device] = "cpu", **kwargs: Any) -> "Inpainter":
+    """The ``_target`` that configs of runs from before the backend configs name; builds ``config``'s backend."""
+    return config.setup(device=device, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """``CustomizationConfig`` where configs of runs from before the backend configs look for it."""
+    if name == "CustomizationConfig":
+        from ns_diffusion_methods.inpainters.ldm import CustomizationConfig
+
+        return CustomizationConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 class Inpainter(ABC):
     """Fills the masked pixels of images; see the module docstring for the two modes."""

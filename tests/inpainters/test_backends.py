@@ -119,3 +119,41 @@ def test_the_oracle_ignores_renders_and_keeps_the_outside(tmp_path):
     assert torch.equal(out, oracle.inpaint(images, masks, start_timestep=500, source=torch.rand_like(images)))
     assert torch.equal(out[~masks.expand_as(out)], images[~masks.expand_as(images)])
     assert torch.allclose(out[0].permute(1, 2, 0)[2:5, 3:7], fills[2, 2:5, 3:7].float() / 255)
+
+
+#: the inpainter part of a mald-nerf config.yml written before each backend had a config of its own
+OLD_CONFIG = """
+!!python/object:ns_diffusion_methods.inpainters.base.InpainterConfig
+_target: !!python/name:ns_diffusion_methods.inpainters.base.build_inpainter ''
+model: {model}
+num_inference_steps: 12
+guidance_scale: 7.5
+prompt: a photo of sks scene
+negative_prompt: ''
+resolution: null
+dtype: auto
+seed: 3
+lora_path: null
+batch_size: 4
+opencv_method: ns
+opencv_radius: 3
+customization: !!python/object:ns_diffusion_methods.inpainters.base.CustomizationConfig
+  steps: 7
+  learning_rate: 0.001
+"""
+
+
+def test_configs_of_runs_from_before_the_backend_configs_still_load():
+    import yaml
+
+    from ns_diffusion_methods.inpainters.ldm import CustomizationConfig, LatentInpainter, LDMInpainterConfig
+    from ns_diffusion_methods.inpainters.opencv import OpenCVInpainter, OpenCVInpainterConfig
+
+    opencv = yaml.load(OLD_CONFIG.format(model="opencv"), Loader=yaml.Loader)
+    assert type(opencv) is OpenCVInpainterConfig and (opencv.method, opencv.radius) == ("ns", 3)
+    assert isinstance(opencv.setup(), OpenCVInpainter)
+    ldm = yaml.load(OLD_CONFIG.format(model="sd2-community/stable-diffusion-2-inpainting"), Loader=yaml.Loader)
+    assert type(ldm) is LDMInpainterConfig and ldm._target is LatentInpainter
+    assert (ldm.num_inference_steps, ldm.seed, ldm.customization.steps) == (12, 3, 7)
+    assert isinstance(ldm.customization, CustomizationConfig)
+    assert not hasattr(ldm, "opencv_method")

@@ -255,3 +255,18 @@ def test_the_command_writes_a_capture_mald_nerf_reads(capture, tmp_path, monkeyp
         shadowless += int((derived & ~reference).sum() == 0)
         assert (derived & reference).sum() / derived.sum() > 0.9  # the derived mask lies on the object
     assert shadowless >= len(train) - 1
+
+
+def test_the_benchmark_box_holds_the_object_and_its_true_pixels_lie_in_the_captures_masks(capture):
+    from ns_diffusion_methods.data.mask_benchmark import object_box, true_object_pixels
+    from ns_diffusion_methods.data.masks import read_object_mask
+
+    scene, bench_box = object_box(capture, 1.2)
+    prim = scene.primitives[scene.removable_index]
+    assert bench_box.contains(torch.tensor([prim.center], dtype=torch.float64)).item()
+    assert bench_box.center[2] - bench_box.size[2] / 2 > scene.floor.height  # the floor is outside the box
+    meta = json.loads((capture / "transforms.json").read_text())
+    frame = next(f for f in meta["frames"] if "train" in f["file_path"])
+    truth = true_object_pixels(scene, meta, frame)
+    captured = read_object_mask(capture / frame["object_mask_path"])  # the object and its shadow
+    assert truth.any() and (truth & ~captured).sum() <= 0.05 * truth.sum()

@@ -1,0 +1,120 @@
+"""The ``object-masks`` benchmark: are masks from a 3D box (``ns-diffusion masks``) as good as true masks?
+
+For each scene seed, on the synthetic object-removal capture (the object stands on the floor):
+
+1. a quick ``nerfacto`` learns the capture (what a user trains before drawing the box);
+2. the box is the removable object's bounding box from the scene description, enlarged by ``box_margin`` (a user's box
+   drawn around the object in the viewer), given in the capture's coordinates (``--frame capture``);
+3. ``ns-diffusion masks`` derives every training view's mask from the nerfacto run's depth (no dilation here, so the
+   comparison is with the object's own pixels);
+4. IoU of each derived mask with the object's true pixels in that view (the synthetic scene's renderer: rays whose
+   first hit is the object; the capture's own masks also hold the object's shadow, which no box can select);
+5. ``mald-nerf-small`` (OpenCV inpainter) trains twice, on the capture's true masks and on the derived ones (both
+   dilated by the same ``dilate`` kernel), and ``ns-eval`` scores both on the object-free evaluation views.
+
+Rows: ``capture``, ``seed``, ``iou_min``, ``iou_mean``, ``masked_psnr_true_masks``, ``masked_psnr_derived_masks``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+
+DEFAULTS: Dict[str, Any] = {
+    "seeds": [0, 1],
+    "image_size": 64,
+    "num_views": 24,
+    "nerfacto_iterations": 2000,
+    "mald_iterations": 600,
+    "box_margin": 1.2,
+    "dilate": [3, 1],
+}
+
+
+def object_box(capture: Path, margin: float):
+    """The removable primitive's bounding box (capture coordinates), enlarged by ``margin``, its bottom just above
+    the floor (a box drawn around an object standing on the floor stops at the floor)."""
+    from ns_diffusion_methods.data.box_masks import Box
+    from ns_diffusion_methods.synthetic.scene import Scene
+
+    scene = Scene.from_json(capture / "scene.json")
+    prim = scene.primitives[scene.removable_index]
+    half = np.asarray(prim.half_extents, dtype=float) * margin
+    if prim.kind == "box":  # a yawed box: the axis-aligned box around it
+        c, s = abs(math.cos(prim.yaw)), abs(math.sin(prim.yaw))
+        half[0], half[1] = c * half[0] + s * half[1], s * half[0] + c * half[1]
+    bottom = max(prim.center[2] - half[2], scene.floor.height + 0.01 * half[2])
+    top = prim.center[2] + half[2]
+    return scene, Box((prim.center[0], prim.center[1], (bottom + top) / 2), (2 * half[0], 2 * half[1], top - bottom))
+
+
+def true_object_pixels(scene: Any, transforms: Dict[str, Any], frame: Dict[str, Any]) -> np.ndarray:
+    """``[H, W]`` bool: pixels of ``frame`` whose first hit is the removable object (pixel-centre rays)."""
+    from nerfstudio.cameras.cameras import Cameras
+
+    from ns_diffusion_methods.synthetic.render import render_rays
+
+    c2w = torch.tensor(frame["transform_matrix"], dtype=torch.float32)[None, :3]
+    camera = Cameras(camera_to_worlds=c2w, fx=transforms["fl_x"], fy=transforms["fl_y"], cx=transforms["cx"],
+                     cy=transforms["cy"], width=transforms["w"], height=transforms["h"])
+    rays = camera.generate_rays(camera_indices=0, keep_shape=True)
+    shape = rays.origins.shape[:2]
+    traced = render_rays(scene, rays.origins.reshape(-1, 3).double(), rays.directions.reshape(-1, 3).double())
+    return traced["removable_hit"].reshape(shape).numpy()
+
+
+def run(spec: Dict[str, Any], output_dir: Path, console: Any) -> List[Dict[str, Any]]:
+    """The benchmark's rows, one per seed (module docstring)."""
+    from ns_diffusion_methods.benchmark.nerfstudio_runs import eval_run, train_run
+    from ns_diffusion_methods.data.box_masks import BoxMaskSettings, masks_from_run
+    from ns_diffusion_methods.data.masks import read_object_mask
+    from ns_diffusion_methods.synthetic import write_object_removal
+
+    params = {**DEFAULTS, **spec.get("params", {})}
+    cpu = [] if torch.cuda.is_available() else ["--machine.device-type", "cpu"]
+    quiet = ["--steps-per-eval-batch", "0", "--steps-per-eval-image", "0", "--steps-per-eval-all-images", "0",
+             "--steps-per-save", "100000", "--mixed-precision", "False", *cpu]
+    dilate = [str(v) for v in params["dilate"]]
+    rows: List[Dict[str, Any]] = []
+    for seed in params["seeds"]:
+        folder = output_dir / f"seed{seed}"
+        capture = write_object_removal(folder / "capture", seed=int(seed), image_size=int(params["image_size"]),
+                                       num_views=int(params["num_views"]))
+        console.rule(f"[bold]seed {seed}[/bold]: nerfacto for the depth")
+        nerfacto_flags = [*quiet, "--max-num-iterations", str(params["nerfacto_iterations"])]
+        if not torch.cuda.is_available():
+            nerfacto_flags += ["--pipeline.model.implementation", "torch"]
+        nerfacto, _ = train_run("nerfacto", capture, folder / "nerfacto", nerfacto_flags,
+                                ["nerfstudio-data", "--eval-mode", "filename"])
+        scene, box = object_box(capture, float(params["box_margin"]))
+        derived_capture = folder / "capture-derived-masks"
+        masks_from_run(nerfacto, box, BoxMaskSettings(frame="capture", dilation=(0, 0)), output=derived_capture,
+                       data=capture)
+        transforms = json.loads((derived_capture / "transforms.json").read_text())
+        ious = []
+        for frame in transforms["frames"]:
+            if "object_mask_path" not in frame or "eval" in frame["file_path"]:
+                continue
+            derived = read_object_mask(derived_capture / frame["object_mask_path"])
+            truth = true_object_pixels(scene, transforms, frame)
+            ious.append(float((derived & truth).sum() / max(1, (derived | truth).sum())))
+        row: Dict[str, Any] = {"capture": "object-removal", "seed": seed, "views": len(ious),
+                               "iou_min": min(ious), "iou_mean": float(np.mean(ious))}
+        for name, data in (("true_masks", capture), ("derived_masks", derived_capture)):
+            console.rule(f"[bold]seed {seed}[/bold]: mald-nerf-small on the {name.replace('_', ' ')}")
+            config, seconds = train_run("mald-nerf-small", data, folder / f"mald-{name}",
+                                        [*quiet, "--max-num-iterations", str(params["mald_iterations"]),
+                                         "pipeline.inpainter:opencv"],
+                                        ["object-mask-data", "--object-mask-dilation", *dilate])
+            results = eval_run(config, folder / f"mald-{name}" / "eval.json")["results"]
+            row[f"masked_psnr_{name}"] = results.get("masked_psnr")
+            row[f"psnr_{name}"] = results.get("psnr")
+        row["status"] = "ok"
+        console.print(row)
+        rows.append(row)
+    return rows

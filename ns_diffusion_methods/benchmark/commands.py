@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import tyro
 from typing_extensions import Annotated
@@ -27,8 +27,9 @@ class BenchmarkCommand:
     """The benchmark: a name of the package's definitions (or of ./benchmarks), or the path of a definition file."""
     output: Optional[Path] = None
     """Output folder. Default: outputs/ns-diffusion/benchmark/NAME/<timestamp>."""
-    set: List[str] = field(default_factory=list)
-    """Override entries of the definition's `params`, as KEY=VALUE (VALUE parsed as YAML), e.g. --set repeats=2."""
+    set: Annotated[List[Tuple[str, ...]], tyro.conf.UseAppendAction] = field(default_factory=list)
+    """Override entries of the definition's `params`, as KEY=VALUE (VALUE parsed as YAML): --set repeats=2 seed=1,
+    or --set repeats=2 --set seed=1."""
 
     @staticmethod
     def help_preamble(args: List[str]) -> Optional[str]:
@@ -54,6 +55,6 @@ class BenchmarkCommand:
 
     def main(self) -> int:
         """Run it."""
-        overrides = dict(parse_override(s) for s in self.set)
+        overrides = dict(parse_override(s) for group in self.set for s in group)
         run_benchmark(self.name, self.output, overrides)
         return 0

@@ -149,3 +149,14 @@ def test_captures_need_a_kind_or_a_path(tmp_path):
                                              "entries: [{name: a, method: nerfacto}]\n")
     with pytest.raises(UserFacingError, match="`kind`.*or `path`"):
         load_definition(definition)
+
+
+def test_set_takes_several_values_at_once_or_one_per_flag(tmp_path, monkeypatch):
+    import ns_diffusion_methods.benchmark.commands as commands
+    from ns_diffusion_methods.cli.main import main
+
+    seen = []
+    monkeypatch.setattr(commands, "run_benchmark", lambda name, output, overrides: seen.append(overrides) or {})
+    for args in (["--set", "seed=1", "scale=2.5"], ["--set", "seed=1", "--set", "scale=2.5"]):
+        assert main(["benchmark", "nerfacto-baseline", *args]) == 0
+    assert seen == [{"seed": 1, "scale": 2.5}] * 2

@@ -99,7 +99,7 @@ def test_config_survives_yaml_and_identity_returns_its_input():
     assert torch.equal(identity.fix(images, [None, _rand(1, 3, 4, 4)]), images)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_bf16_on_cuda_is_close_to_fp32(tiny_difix):
     images = _rand(2, 3, 64, 64)
     refs = [_rand(1, 3, 64, 64, seed=1), None]

@@ -1,8 +1,10 @@
 """The oracle inpainter of benchmarks: precomputed fills looked up per view, and its config.
 
-Benchmarks that study what supervises the hole (``mald-nerf-oracle``) isolate the loss from the quality of an
-inpainting model by giving every variant the same fills, written beforehand to a file (for the synthetic capture: the
-true background, made view-inconsistent; :func:`ns_diffusion_methods.methods.mald_nerf.benchmark.write_oracle`).
+Benchmarks that study what supervises the hole (``mald-nerf-oracle``, ``mald-nerf-evidence``) isolate the loss from
+the quality of an inpainting model by giving every variant the same fills, written beforehand to a file
+(:func:`ns_diffusion_methods.methods.mald_nerf.benchmark.write_oracle`; for the synthetic capture either the true
+background made slightly view-inconsistent, or per-view hallucinations: other content of the same room in every
+view, never the truth).
 Select it with ``pipeline.inpainter:oracle --pipeline.inpainter.oracle-file FILE``. Like a classical inpainter it
 ignores renders and noise levels, so dataset updates are skipped.
 """
@@ -48,8 +50,8 @@ class OracleInpainter(Inpainter):
         self.config = config
         self.device = torch.device(device)
         if not Path(config.oracle_file).is_file():
-            raise DataError(f"The oracle file {config.oracle_file} does not exist. Write it first (the benchmark "
-                            f"`ns-diffusion benchmark mald-nerf-oracle` does) and pass it with "
+            raise DataError(f"The oracle file {config.oracle_file} does not exist. Write it first (the benchmarks "
+                            f"`ns-diffusion benchmark mald-nerf-oracle` and `mald-nerf-evidence` do) and pass it with "
                             f"--pipeline.inpainter.oracle-file.")
         data = torch.load(config.oracle_file, map_location="cpu")
         self.captured = data["captured"].float() / 255.0  # [N, H, W, 3]

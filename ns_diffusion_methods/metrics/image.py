@@ -297,7 +297,8 @@ class FidKid:
 
     Images are fed to both metrics as 8-bit tensors, sharing one Inception network. When the Inception weights cannot
     be obtained, :attr:`available` is False, one warning says how to provide them, and :meth:`compute` returns no
-    values ('fid', 'kid' and 'kid_std' are registered as unavailable, so nerfstudio results drop them).
+    values ('fid', 'kid' and 'kid_std' are registered as unavailable, so nerfstudio results drop them). ``kid_std``
+    exists only when the KID subsets are smaller than the set (see :meth:`compute`).
 
     Args:
         feature: Inception feature size (2048 as in the papers), or an ``nn.Module`` mapping uint8 images
@@ -343,14 +344,23 @@ class FidKid:
         self.kid.update(fake, real=False)
 
     def compute(self) -> Dict[str, float]:
-        """``{'fid', 'kid', 'kid_std'}``, or ``{}`` when unavailable. Needs at least 2 images per set."""
+        """``{'fid', 'kid', 'kid_std'}``, or ``{}`` when unavailable. Needs at least 2 images per set.
+
+        ``kid_std`` (the spread of KID over its random subsets) is reported only when the subsets are smaller than
+        the set. When the subset size is clamped to the number of images, every subset is the whole set: ``kid`` is
+        then the unbiased estimate over all the images and no spread exists, so no ``kid_std`` is given (a 0 there
+        would read as a certain value).
+        """
         if not self.available:
             return {}
         if self.num_images < 2:
             raise ValueError(f"FID and KID need at least 2 images per set, but got {self.num_images}.")
         self.kid.subset_size = kid_subset_size(self.kid_subset_size, self.num_images)
         kid_mean, kid_std = self.kid.compute()
-        return {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+        values = {"fid": float(self.fid.compute()), "kid": float(kid_mean)}
+        if self.kid.subset_size < self.num_images:
+            values["kid_std"] = float(kid_std)
+        return values
 
 
 def fid_kid(rendered: Sequence[Tensor], target: Sequence[Tensor], **kwargs) -> Dict[str, float]:

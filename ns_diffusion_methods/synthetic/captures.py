@@ -56,6 +56,17 @@ SCENE_SUPERSAMPLE = 4
 #: object masks cover this fraction of every training image (the layout aims at 6-22 % on a quick estimate)
 MASK_COVERAGE_RANGE = (0.05, 0.25)
 
+HoleKind = Literal["seen", "unseen"]
+"""Object-removal captures: ``seen``, cameras on a 160° arc, so much of what lies behind the object in an evaluation
+view shows unmasked in other training views; ``unseen``, cameras on a narrow arc and training masks dilated by one
+pixel, so little of it does (the layout is redrawn while a one-ray-per-pixel estimate of any evaluation view's
+visible fraction exceeds :data:`UNSEEN_MAX_VISIBLE`)."""
+#: half the camera arc of ``unseen`` captures, degrees (``seen``: 80)
+UNSEEN_HALF_ARC_DEG = 6.0
+#: ``unseen`` layouts are redrawn until no evaluation view has more of its hole visible unmasked in a training view
+#: (estimated with one ray per pixel; the written capture's exact fractions are in its ``capture.json``)
+UNSEEN_MAX_VISIBLE = 0.15
+
 Progress = Callable[[int, int], None]
 """Progress callback: ``(views done, views total)``."""
 
@@ -258,12 +269,13 @@ def _centre_top_is_lit(scene: Scene) -> bool:
 
 
 def _room_layout(rng: np.random.Generator, intr: Dict[str, float], num_views: int, num_eval_views: int,
-                 removal: bool) -> Tuple[Scene, List[np.ndarray], List[np.ndarray]]:
+                 removal: bool, hole: HoleKind = "seen") -> Tuple[Scene, List[np.ndarray], List[np.ndarray]]:
     """A textured room with a flat-coloured object at the centre (``primitives[0]``) and 3-4 other objects.
 
     Every camera sees the centre object unoccluded, with its top face lit. ``removal``: the centre object is
-    removable, cameras lie on one 160° arc (training and evaluation views interleaved) and every training mask covers
-    6-22 % of the image (estimated at half resolution). Otherwise (sparse views): training cameras on a 90° arc,
+    removable, cameras lie on one 160° arc (``hole="unseen"``: 12°, redrawn until little of the hole is visible in
+    training views) with training and evaluation views interleaved, and every training mask covers 6-22 % of the image
+    (estimated at half resolution). Otherwise (sparse views): training cameras on a 90° arc,
     evaluation cameras on the opposite 90° arc.
     """
     for _ in range(100):
@@ -274,7 +286,7 @@ def _room_layout(rng: np.random.Generator, intr: Dict[str, float], num_views: in
                                    removable=removal, name=f"removable-{kind}" if removal else f"centre-{kind}")
         arc_centre = float(rng.uniform(0.0, 2 * math.pi))
         if removal:
-            half_arc = math.radians(80.0)
+            half_arc = math.radians(80.0 if hole == "seen" else UNSEEN_HALF_ARC_DEG)
             train_azimuths = arc_centre + np.linspace(-half_arc, half_arc, num_views)
             eval_azimuths = arc_centre + np.linspace(-half_arc * 0.85, half_arc * 0.85, num_eval_views)
         else:
@@ -314,14 +326,109 @@ def _room_layout(rng: np.random.Generator, intr: Dict[str, float], num_views: in
             low, high = MASK_COVERAGE_RANGE  # a margin for the estimate's error
             if not (low + 0.01 <= min(coverage) and max(coverage) <= high - 0.03):
                 continue
+            if hole == "unseen" and max(_quick_visibility(scene, intr, train_c2w, eval_c2w)) > UNSEEN_MAX_VISIBLE:
+                continue
         return scene, train_c2w, eval_c2w
     raise RuntimeError("Could not lay out a room scene in 100 attempts; this is a bug in the generator.")
 
 
+def hole_visibility(scene: Scene, intr: Dict[str, float], train_c2w: Sequence[np.ndarray],
+                    train_masks: Sequence[np.ndarray], eval_c2w: Sequence[np.ndarray],
+                    eval_masks: Sequence[np.ndarray]) -> List[float]:
+    """Per evaluation view, the fraction of its hole that some training view shows unmasked.
+
+    A hole pixel (``eval_masks[e]`` True) is traced through its centre into the scene *without* the removable object
+    to the surface point behind the object. That point is visible in training view ``t`` when it projects inside the
+    image, in front of the camera, onto a pixel that ``train_masks[t]`` leaves unmasked (so it is supervised by the
+    captured image, not in the object or its shadow), and the straight segment from the camera to the point hits
+    nothing before it (the object included). Background rays that hit nothing stand for a point far along the ray.
+
+    Args:
+        scene: the capture's scene (``scene.json``).
+        intr: intrinsics ``w, h, fl_x, fl_y, cx, cy`` (shared by all views).
+        train_c2w, eval_c2w: OpenGL camera-to-world matrices (4x4 or 3x4) in the scene's frame.
+        train_masks, eval_masks: bool ``[h, w]`` object masks (True = object region) of those views.
+
+    Returns:
+        One fraction in [0, 1] per evaluation view (NaN for an empty hole).
+    """
+    width, height = int(intr["w"]), int(intr["h"])
+    fx, fy, cx, cy = float(intr["fl_x"]), float(intr["fl_y"]), float(intr["cx"]), float(intr["cy"])
+    fractions = []
+    for c2w, mask in zip(eval_c2w, eval_masks):
+        hole = torch.from_numpy(np.asarray(mask, dtype=bool))
+        if not bool(hole.any()):
+            fractions.append(float("nan"))
+            continue
+        origins, directions = camera_rays(torch.from_numpy(np.asarray(c2w)), fx, fy, cx, cy, width, height)
+        origins, directions = origins[hole], directions[hole]
+        behind = render_rays(scene, origins, directions, include_removable=False)["depth"]
+        points = origins + behind.clamp(max=1e3)[:, None] * directions
+        visible = torch.zeros(points.shape[0], dtype=torch.bool)
+        for view_c2w, view_mask in zip(train_c2w, train_masks):
+            matrix = torch.as_tensor(np.asarray(view_c2w), dtype=torch.float64)[:3]
+            centre = matrix[:, 3]
+            local = (points - centre) @ matrix[:, :3]  # OpenGL camera frame: x right, y up, z back
+            depth = -local[:, 2]
+            in_front = depth > 1e-9
+            safe = torch.where(in_front, depth, torch.ones_like(depth))
+            col = torch.floor(cx + fx * local[:, 0] / safe).long()
+            row = torch.floor(cy - fy * local[:, 1] / safe).long()
+            inside = in_front & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+            unmasked = torch.zeros_like(inside)
+            view_mask = torch.from_numpy(np.asarray(view_mask, dtype=bool))
+            unmasked[inside] = ~view_mask[row[inside], col[inside]]
+            candidates = inside & unmasked & ~visible
+            if not bool(candidates.any()):
+                continue
+            towards = points[candidates] - centre
+            distance = towards.norm(dim=-1)
+            first = render_rays(scene, centre.expand_as(towards), towards, include_removable=True)["depth"]
+            visible[candidates] = first >= distance * (1 - 1e-6) - 1e-6
+        fractions.append(float(visible.double().mean()))
+    return fractions
+
+
+def capture_hole_visibility(capture: Union[str, Path]) -> List[float]:
+    """:func:`hole_visibility` of an object-removal capture written by :func:`write_object_removal` (from its
+    ``scene.json``, ``transforms.json`` and ``masks/``): one fraction per evaluation view, in frame order."""
+    from PIL import Image
+
+    capture = Path(capture)
+    scene = Scene.from_json(capture / "scene.json")
+    meta = json.loads((capture / "transforms.json").read_text(encoding="utf-8"))
+    views: Dict[str, Tuple[list, list]] = {"train": ([], []), "eval": ([], [])}
+    for frame in meta["frames"]:
+        split = "train" if "_train_" in str(frame["file_path"]) else "eval"
+        with Image.open(capture / frame["object_mask_path"]) as image:
+            views[split][1].append(np.asarray(image.convert("L")) > 127)
+        views[split][0].append(np.asarray(frame["transform_matrix"], dtype=np.float64))
+    return hole_visibility(scene, meta, *views["train"], *views["eval"])
+
+
+def _quick_visibility(scene: Scene, intr: Dict[str, float], train_c2w: List[np.ndarray],
+                      eval_c2w: List[np.ndarray]) -> List[float]:
+    """:func:`hole_visibility` with masks from one ray per pixel (a layout check; the capture records the exact one
+    from its written masks)."""
+    def masks(c2ws: List[np.ndarray]) -> List[np.ndarray]:
+        return [reduce_subsamples(_render_view(scene, c2w, intr, True, supersample=1), 1)[1].numpy() for c2w in c2ws]
+
+    train_masks = [dilate_mask(mask) for mask in masks(train_c2w)]
+    return hole_visibility(scene, intr, train_c2w, train_masks, eval_c2w, masks(eval_c2w))
+
+
+def dilate_mask(mask: np.ndarray) -> np.ndarray:
+    """A bool ``[h, w]`` mask grown by one pixel (3 x 3 square): the training masks of ``unseen`` captures."""
+    padded = np.pad(np.asarray(mask, dtype=bool), 1)
+    height, width = padded.shape[0] - 2, padded.shape[1] - 2
+    return np.any([padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)], axis=0)
+
+
 def _render_view(scene: Scene, c2w: np.ndarray, intr: Dict[str, float],
-                 include_removable: bool) -> Dict[str, torch.Tensor]:
+                 include_removable: bool, supersample: Optional[int] = None) -> Dict[str, torch.Tensor]:
     return render_camera_subsamples(scene, torch.from_numpy(c2w), intr["fl_x"], intr["fl_y"], intr["cx"], intr["cy"],
-                                    intr["w"], intr["h"], include_removable=include_removable)
+                                    intr["w"], intr["h"], include_removable=include_removable,
+                                    supersample=supersample)
 
 
 def _frame(name: str, c2w: np.ndarray, mask_name: Optional[str]) -> Dict[str, object]:
@@ -353,13 +460,17 @@ def _write_scene_capture(
     num_views: int,
     num_eval_views: int,
     progress: Optional[Progress],
+    hole: HoleKind = "seen",
 ) -> Path:
     _check_sizes(image_size, num_views, num_eval_views)
+    if hole not in ("seen", "unseen"):
+        raise UserFacingError(f"`hole` must be 'seen' or 'unseen', but got {hole!r}.")
     rng = np.random.default_rng(seed)
     intr = _intrinsics(image_size)
     removal = kind == "object-removal"
     with _atomic_output(Path(output)) as folder:
-        scene, train_c2w, eval_c2w = _room_layout(rng, intr, num_views, num_eval_views, removal)
+        scene, train_c2w, eval_c2w = _room_layout(rng, intr, num_views, num_eval_views, removal, hole)
+        masks: Dict[str, List[np.ndarray]] = {"train": [], "eval": []}
         total = len(train_c2w) + len(eval_c2w)
         frames: List[Dict[str, object]] = []
         spinnerf_views = []  # (split, index, full-resolution render, object mask, c2w)
@@ -377,6 +488,9 @@ def _write_scene_capture(
                     # the mask of an evaluation view: where the object would be, from a render with it
                     with_object = grid if split == "train" else _render_view(scene, c2w, intr, include_removable=True)
                     mask = reduce_subsamples(with_object, scene.supersample)[1].numpy()
+                    if split == "train" and hole == "unseen":
+                        mask = dilate_mask(mask)
+                    masks[split].append(mask)
                     if split == "train":
                         coverage.append(float(mask.mean()))
                     save_image((mask * 255).astype(np.uint8), folder / "masks" / f"{name}.png")
@@ -399,6 +513,10 @@ def _write_scene_capture(
                 mask_coverage={"min": min(coverage), "max": max(coverage)},
                 spinnerf={"folder": "spinnerf", "num_test_views": len(eval_c2w), "num_train_views": len(train_c2w),
                           "downscale": SPINNERF_DOWNSCALE})
+            if hole == "unseen":  # (absent from `seen` captures, whose files stay as they were)
+                record.update(hole="unseen: cameras on a narrow arc, training masks dilated by 1 px",
+                              hole_visible_fraction=hole_visibility(scene, intr, train_c2w, masks["train"], eval_c2w,
+                                                                    masks["eval"]))
             _write_spinnerf(folder / "spinnerf", scene, intr, spinnerf_views, rng)
         _write_json(record, folder / "capture.json")
     return Path(output)
@@ -411,6 +529,7 @@ def write_object_removal(
     num_views: int = 24,
     num_eval_views: int = 8,
     progress: Optional[Progress] = None,
+    hole: HoleKind = "seen",
 ) -> Path:
     """Write an object-removal capture (nerfstudio format + SPIn-NeRF layout) to ``output``.
 
@@ -421,13 +540,18 @@ def write_object_removal(
         num_views: training views (with the object, with masks). Default is 24.
         num_eval_views: evaluation views (rendered without the object). Default is 8.
         progress: optional callback ``(views done, views total)``.
+        hole: ``seen`` (default): cameras on a 160° arc, so most of what hides behind the object in an evaluation
+            view shows unmasked in some training view (about 55-65 %, :func:`capture_hole_visibility`); ``unseen``:
+            cameras on a 12° arc and training masks dilated by one pixel, so little of it does (under 20 %, mostly
+            at the hole's rim); ``capture.json`` then records each evaluation view's ``hole_visible_fraction``.
 
     Returns:
         ``output`` as a Path. It holds ``images/frame_{train,eval}_NNNNN.png``, ``masks/`` (same names; 255 = the
         removable object and its shadow), ``transforms.json`` (OpenGL c2w, ``object_mask_path`` per frame),
         ``scene.json``, ``capture.json`` and ``spinnerf/`` (see :func:`_write_spinnerf`).
     """
-    return _write_scene_capture("object-removal", output, seed, image_size, num_views, num_eval_views, progress)
+    return _write_scene_capture("object-removal", output, seed, image_size, num_views, num_eval_views, progress,
+                                hole)
 
 
 def write_sparse_views(

@@ -224,7 +224,8 @@ def test_kid_subset_size_is_clamped_to_the_number_of_images():
     same = FidKid(feature=_RandomFeatures(), kid_subset_size=1000, kid_subsets=3)
     same.update(target, target)
     values, zero = metric.compute(), same.compute()
-    assert set(values) == {"fid", "kid", "kid_std"} and metric.kid.subset_size == 5
+    # every KID subset is the whole set: no spread to report (a kid_std of 0 would claim a certain value)
+    assert set(values) == {"fid", "kid"} and metric.kid.subset_size == 5
     # identical sets: FID 0; KID's unbiased estimate is 0 up to the diagonal terms of the cross kernel
     assert zero["fid"] == pytest.approx(0.0, abs=1e-3) and abs(zero["kid"]) < 1e-3
     assert values["fid"] > zero["fid"] + 1e-3 and values["kid"] > zero["kid"]
@@ -232,6 +233,22 @@ def test_kid_subset_size_is_clamped_to_the_number_of_images():
         single = FidKid(feature=_RandomFeatures())
         single.update(rendered[:1], target[:1])
         single.compute()
+
+
+def test_kid_std_comes_from_subsets_smaller_than_the_set():
+    generator = torch.Generator().manual_seed(1)
+    rendered = torch.rand(8, 3, 16, 16, generator=generator)
+    target = torch.rand(8, 3, 16, 16, generator=generator) * 0.5
+    metric = FidKid(feature=_RandomFeatures(), kid_subset_size=4, kid_subsets=20)
+    metric.update(rendered, target)
+    values = metric.compute()
+    assert metric.kid.subset_size == 4 and values["kid_std"] > 0
+    # the whole set (subset size clamped to 8) gives the same kind of estimate, with no spread reported
+    whole = FidKid(feature=_RandomFeatures(), kid_subset_size=1000, kid_subsets=20)
+    whole.update(rendered, target)
+    whole_values = whole.compute()
+    assert "kid_std" not in whole_values
+    assert abs(values["kid"] - whole_values["kid"]) < 3 * values["kid_std"] + 1e-6
 
 
 @pytest.fixture

@@ -13,9 +13,14 @@ The fills are written to a file (:func:`write_oracle`) and read by the oracle in
 (:mod:`ns_diffusion_methods.inpainters.oracle`), selected like any backend:
 ``pipeline.inpainter:oracle --pipeline.inpainter.oracle-file FILE``.
 
+An integration check of the whole chain on one seed: the evidence over seeds, with hallucinating fills and a
+capture whose hole no training view shows, is ``mald-nerf-evidence``
+(:mod:`~ns_diffusion_methods.methods.mald_nerf.evidence`).
+
 Variants (``mald-nerf-small`` sizes, identical except for the loss inside the mask):
 
 - ``masked adversarial``: the paper's method (masked non-saturating GAN loss + feature matching, lazy R1);
+- ``nothing inside``: no loss inside the mask (the control: the hole is what the NeRF makes of the other views);
 - ``L1 inside``: no adversarial loss, L1 against the oracle fills inside the mask;
 - ``LPIPS inside``: no adversarial loss, LPIPS against the (masked) oracle fills; needs the LPIPS backbone weights and
   is reported as not run without them;
@@ -29,9 +34,10 @@ full-frame PSNR/SSIM, and the time per training iteration.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -66,11 +72,49 @@ def view_inconsistent(background: Tensor, generator: torch.Generator, colour_shi
     return (shifted * gain + offset).clamp(0, 1)
 
 
-def write_oracle(capture: Path, path: Path, seed: int, colour_shift: float, jitter_px: int) -> Dict[str, float]:
-    """Render the oracle fills of every training view of ``capture`` into ``path``; returns their masked PSNR."""
+def hallucinate(background: Tensor, generator: torch.Generator, colour_shift: float,
+                shift_range: Tuple[float, float] = (0.2, 0.4)) -> Tensor:
+    """A plausible but wrong fill for one view: the background ``[H, W, 3]`` moved by a large random offset (so the
+    hole shows floor, wall or objects from elsewhere in the room), mirrored left-right half of the time, and
+    recoloured as :func:`view_inconsistent` does.
+
+    The offset's length is drawn in ``shift_range`` (fractions of the image width, at most just under the image
+    height), its direction uniformly; borders are reflected. Every view draws its own offset, so the fills of two
+    views show different content in the hole and neither shows what is really there, as a diffusion inpainter's
+    hallucinations do.
+    """
+    height, width = background.shape[:2]
+    low, high = shift_range
+    length = (low + (high - low) * float(torch.rand((), generator=generator))) * width
+    length = min(length, height - 1)
+    angle = 2 * math.pi * float(torch.rand((), generator=generator))
+    dy, dx = int(round(length * math.sin(angle))), int(round(length * math.cos(angle)))
+    flip = bool(torch.rand((), generator=generator) < 0.5)
+    gain = 1 + (torch.rand(3, generator=generator) * 2 - 1) * colour_shift
+    offset = (torch.rand(3, generator=generator) - 0.5) * colour_shift
+    pad_y, pad_x = abs(dy), abs(dx)
+    image = F.pad(background.permute(2, 0, 1)[None], (pad_x, pad_x, pad_y, pad_y), mode="reflect")[0]
+    moved = image[:, pad_y + dy:pad_y + dy + height, pad_x + dx:pad_x + dx + width]
+    if flip:
+        moved = moved.flip(-1)
+    return (moved.permute(1, 2, 0) * gain + offset).clamp(0, 1)
+
+
+OracleKind = Literal["consistent", "hallucinating"]
+
+
+def write_oracle(capture: Path, path: Path, seed: int, colour_shift: float, jitter_px: int,
+                 kind: OracleKind = "consistent", shift_range: Tuple[float, float] = (0.2, 0.4)) -> Dict[str, float]:
+    """Render the oracle fills of every training view of ``capture`` into ``path``; returns their masked PSNR
+    against the true background and the sharpness (variance of the Laplacian) inside the masks of fills and truth.
+
+    ``kind``: ``consistent`` fills are the true background with a colour shift and a jitter of at most
+    ``jitter_px`` (:func:`view_inconsistent`); ``hallucinating`` fills show other content in every view
+    (:func:`hallucinate`, offsets in ``shift_range``).
+    """
     from ns_diffusion_methods.data.object_mask_data import ObjectMaskDataParserConfig
     from ns_diffusion_methods.data.object_mask_dataset import ObjectMaskDataset
-    from ns_diffusion_methods.metrics import masked_psnr
+    from ns_diffusion_methods.metrics import mask_sharpness, masked_psnr
     from ns_diffusion_methods.synthetic import render_nerfstudio_cameras
     from ns_diffusion_methods.synthetic.render import to_image_uint8
     from ns_diffusion_methods.synthetic.scene import Scene
@@ -85,7 +129,12 @@ def write_oracle(capture: Path, path: Path, seed: int, colour_shift: float, jitt
     for index in range(len(dataset)):
         item = dataset[index]
         background = to_image_uint8(backgrounds[index]).float() / 255.0
-        fill = view_inconsistent(background, generator, colour_shift, jitter_px)
+        if kind == "consistent":
+            fill = view_inconsistent(background, generator, colour_shift, jitter_px)
+        elif kind == "hallucinating":
+            fill = hallucinate(background, generator, colour_shift, shift_range)
+        else:
+            raise ValueError(f"`kind` must be 'consistent' or 'hallucinating', but got {kind!r}.")
         captured.append(to_image_uint8(item["image"]))
         fills.append(to_image_uint8(fill))
         truth.append(background)
@@ -93,7 +142,10 @@ def write_oracle(capture: Path, path: Path, seed: int, colour_shift: float, jitt
     torch.save({"captured": torch.stack(captured), "fills": torch.stack(fills)}, path)
     nchw = lambda xs: torch.stack(xs).permute(0, 3, 1, 2).float()  # noqa: E731
     fill_images = nchw([f.float() / 255.0 for f in fills])
-    return {"masked_psnr": float(masked_psnr(fill_images, nchw(truth), nchw(masks).bool()))}
+    hole = nchw(masks).bool()
+    return {"masked_psnr": float(masked_psnr(fill_images, nchw(truth), hole)),
+            "mask_sharpness": float(mask_sharpness(fill_images, hole)),
+            "mask_sharpness_gt": float(mask_sharpness(nchw(truth), hole))}
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -147,6 +199,7 @@ def run(spec: Dict[str, Any], output_dir: Path, console) -> List[Dict[str, Any]]
               "--machine.device-type", "cpu" if not torch.cuda.is_available() else "cuda"]
     variants = [
         ("masked adversarial", "adversarial (masked)", []),
+        ("nothing inside", "none (control)", ["--pipeline.adversarial", "False"]),
         ("L1 inside", "L1", ["--pipeline.adversarial", "False", "--pipeline.model.inside-l1-loss-mult", "1.0"]),
         ("LPIPS inside", "LPIPS", ["--pipeline.adversarial", "False", "--pipeline.inside-lpips-loss-mult", "1.0"]),
     ]

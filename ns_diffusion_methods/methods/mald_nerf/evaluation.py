@@ -9,8 +9,9 @@ Per test view (rendered vs ground truth photographed without the object):
   (SPIn-NeRF: both images cropped to the mask's bounding box); ``mask_sharpness`` (variance of the Laplacian inside
   the mask, with ``mask_sharpness_gt`` for reference).
 
-Over the set of test views: ``fid`` and ``kid`` (``kid_std``) between rendered and ground-truth views, with the KID
-subset size at most the number of views.
+Over the set of test views: ``fid`` and ``kid`` between rendered and ground-truth views, with the KID subset size at
+most the number of views (``kid_std`` only when the subsets are smaller than the set: when every subset is the whole
+set there is no spread to report).
 
 Metrics whose weights cannot be obtained offline (LPIPS' backbone, Inception) are left out of the results, never
 replaced. Views without an object mask contribute to the full-frame metrics only.

@@ -1,8 +1,9 @@
 """``ns-diffusion demo``, run as a user runs it (the console script in a subprocess), with fewer iterations.
 
 The full-length demo (mald-nerf-small's 1000 iterations) is timed in the README; here the same code path must write
-the capture, the run, the evaluation, the before/after picture and the metrics, and the rendered test views must
-beat the captured views (object still in them) inside the object region, which is what the exit code reports.
+the capture, the run and the control run (no loss inside the mask), the evaluations, the before/after picture and the
+metrics; the rendered test views must beat the captured views (object still in them) inside the object region, which
+is what the exit code reports, and the comparison with the control must be reported from the control's own scores.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 #: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
@@ -49,6 +51,19 @@ def test_demo_end_to_end(tmp_path: Path):
     assert ours["masked_psnr"] > captured["masked_psnr"] + 3.0
     assert set(report["comparison"]) <= {"masked_psnr", "m_lpips", "m_lpips_bbox"}
     assert "masked_psnr" in report["comparison"]
+
+    # the control (no loss inside the mask) was trained as its own run and compared on its own ns-eval scores
+    control = report["control_nothing_inside"]
+    control_config = Path(report["control_config"])
+    assert control_config.is_file() and control_config != Path(report["config"])
+    saved = yaml.load(control_config.read_text(), Loader=yaml.Loader)
+    assert saved.pipeline.adversarial is False and saved.pipeline.model.inside_l1_loss_mult == 0
+    written = json.loads((output / "eval-control.json").read_text())["results"]
+    assert control["masked_psnr"] == pytest.approx(written["masked_psnr"])
+    versus = report["comparison_control"]["masked_psnr"]
+    assert versus["mald_nerf"] == ours["masked_psnr"] and versus["control"] == control["masked_psnr"]
+    assert report["better_than_control"] == all(v["better"] for v in report["comparison_control"].values())
+    assert "control" in result.stdout
 
     # the run is a normal nerfstudio run (config + checkpoint), reported where the user is told to look
     config = Path(report["config"])

@@ -91,12 +91,10 @@ class GaussianSchedule(nn.Module):
         return alpha.reshape(shape), sigma.reshape(shape)
 
     def ddim_timesteps(self, num_steps: int) -> List[int]:
-        """DDIM's timesteps, ``trailing`` spacing: 999, 979, ... for 50 steps (as in SSDNeRF)."""
-        from diffusers import DDIMScheduler
-
-        scheduler = DDIMScheduler(**self.scheduler_config, timestep_spacing="trailing")
-        scheduler.set_timesteps(num_steps)
-        return [int(t) for t in scheduler.timesteps]
+        """The official sampler's timesteps: ``arange(T - 1, -1, -T / num_steps)`` truncated to integers (999, 979,
+        ... 19 for 50 steps; 999, 985, 972, ... for 75)."""
+        step = self.num_timesteps / num_steps  # float32 arange, as the official code (float64 differs at 75 steps)
+        return torch.arange(start=self.num_timesteps - 1, end=-1, step=-step).long().tolist()
 
     def snr_weight(self, t: Tensor, power: float, ndim: int = 1) -> Tensor:
         """The loss weight ``(alpha/sigma)^(2 power) * sigma^2`` applied to the v-MSE."""

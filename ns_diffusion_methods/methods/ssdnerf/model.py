@@ -84,7 +84,11 @@ class SSDNeRFModelConfig(ModelConfig):
     freeze_norm_after: int = -1
     """Stop updating that EMA after this many iterations (paper: 100k for 1M-iteration runs; -1 never)."""
     pixel_loss_weight: float = 20.0
-    """Rendering-loss weight: MSE * weight * 3 * (1 - exp(-0.1 N_v)), N_v = views of the object (paper: 20)."""
+    """Rendering-loss weight: MSE * weight * 3 * (1 - exp(-0.1 N_v)) (paper: 20), where N_v = rendered pixels of the
+    object / ``pixels_per_reference_view`` (see there)."""
+    pixels_per_reference_view: int = 128 * 128
+    """Pixels that count as one view in N_v of the rendering-loss weight (official code: loss_coef = 0.1 / 128^2, so
+    N_v = pixels / 128^2 at every resolution; it equals the number of views only for 128 x 128 images)."""
     code_reg_weight: float = 3e-3
     """L2 regulariser on the activated codes, weight * mean(code^2) (paper: 3e-3)."""
     ema_kimg: float = 4.0
@@ -144,11 +148,21 @@ class SSDNeRFModel(Model):
             return self.config.code_scale * torch.tanh(code_pre)
         return code_pre
 
-    def inverse_activate(self, code: Tensor) -> Tensor:
-        """code_pre with activate(code_pre) = code (codes are clamped just inside the tanh range)."""
+    def inverse_activate(self, code: Tensor, margin: float = 1e-6) -> Tensor:
+        """code_pre with activate(code_pre) = code, after clamping ``code`` to ``scale * (1 - margin)`` in absolute
+        value. The official code applies atanh unclamped, so an element clipped to exactly +-scale becomes +-inf and
+        can never move again; a small margin only avoids the infinity (the tanh gradient there, 2 (1 - (1 - margin)^2)
+        ~ 4 margin, is still ~0), a margin of a few percent leaves such elements a gradient to move with."""
         if self.config.code_activation == "tanh":
-            return torch.atanh((code / self.config.code_scale).clamp(-1 + 1e-6, 1 - 1e-6))
+            return torch.atanh((code / self.config.code_scale).clamp(-1 + margin, 1 - margin))
         return code
+
+    def saturated_fraction(self, code: Tensor, threshold: float = 0.995) -> Tensor:
+        """Per object ``[B]``: fraction of code elements with ``|code| > threshold * scale`` (1.99 for scale 2), whose
+        pre-activation sits where the tanh gradient is below 1 % of its maximum (0 for the identity activation)."""
+        if self.config.code_activation != "tanh":
+            return torch.zeros(code.shape[0], device=code.device)
+        return (code.abs() > threshold * self.config.code_scale).flatten(1).float().mean(dim=1)
 
     def code_to_image(self, code: Tensor) -> Tensor:
         """``[B, 3, C, R, R] -> [B, 3C, R, R]``: the planes stacked on the channel axis, for the U-Net."""
@@ -221,16 +235,22 @@ class SSDNeRFModel(Model):
         weight = self.config.diffusion_loss_weight if weight is None else weight
         return loss * weight / self.diffusion_norm
 
-    def rendering_loss(self, rgb: Tensor, target: Tensor, num_views: Tensor) -> Tensor:
-        """Per-object rendering loss ``[B]``: mean squared error over rays and channels * pixel weight * 3 *
-        (1 - exp(-0.1 N_v)) (SSDNeRF's rendering-loss weight, which saturates with the number of views).
+    def rendering_weight(self, num_pixels: Tensor) -> Tensor:
+        """lambda_rend of the official code: ``pixel_loss_weight * 3 * (1 - exp(-0.1 * num_pixels / 128^2))``
+        (``pixels_per_reference_view`` in place of 128^2); saturates with the number of (reference-size) views."""
+        n_v = num_pixels.to(torch.float64) / float(self.config.pixels_per_reference_view)
+        return self.config.pixel_loss_weight * 3.0 * (1.0 - torch.exp(-0.1 * n_v))
+
+    def rendering_loss(self, rgb: Tensor, target: Tensor, num_pixels: Tensor) -> Tensor:
+        """Per-object rendering loss ``[B]``: mean squared error over rays and channels * :meth:`rendering_weight`.
 
         Args:
             rgb, target: ``[B, N, 3]``.
-            num_views: ``[B]`` views the rays of each object were drawn from.
+            num_pixels: ``[B]`` N_v numerator as the official code counts it: the pixels of the views the rays are
+                drawn from (training and fine-tuning: views x H x W), or the rays rendered per step (guidance).
         """
         mse = (rgb - target).square().flatten(1).mean(dim=1)
-        return mse * self.config.pixel_loss_weight * 3.0 * (1.0 - torch.exp(-0.1 * num_views.to(mse)))
+        return mse * self.rendering_weight(num_pixels).to(mse)
 
     def code_reg_loss(self, code: Tensor) -> Tensor:
         """Per-object L2 regulariser ``[B]``: weight * mean(code^2)."""

@@ -57,20 +57,24 @@ class SSDNeRFPipelineConfig(VanillaPipelineConfig):
 
     eval_num_input_views: Tuple[int, ...] = (1, 2)
     """Settings of the reconstruction protocol: numbers of input views (1-view and 2-view)."""
-    eval_init: Literal["guided", "unguided", "mean"] = "guided"
-    """Test-time code initialisation: guided DDIM (paper), unguided DDIM, or the mean training code (ablations)."""
+    eval_init: Literal["guided", "unguided", "mean", "zero"] = "guided"
+    """Test-time code initialisation: guided DDIM (paper), unguided DDIM, the mean training code, or a near-zero
+    code (the official ``cond_mode='optim'``: fine-tuning from scratch) (ablations)."""
     eval_finetune: Literal["prior", "render", "none"] = "prior"
     """Test-time fine-tuning: with the diffusion prior (paper), rendering loss only, or none (ablations)."""
     eval_ddim_steps: int = 75
     """DDIM steps of guided sampling (paper: 75)."""
     guidance_gain: float = 3.2
-    """lambda_gd per ray: the guidance scale is gain x rays per step (paper cars: 3.2 x 2^14; chairs 0.4 x 2^14)."""
+    """lambda_gd / 2^14: the guidance scale is gain x 2^14 (official cars: 3.2 x 2^14; chairs 0.4 x 2^14), applied to
+    the gradient of the mean rendering loss of each step's rays, whose weight counts those rays as N_v's pixels."""
     eval_rays_per_step: int = 2**14
     """Rays per object rendered at each guidance / fine-tuning step (paper: 2^14)."""
     langevin_steps: int = 0
     """Langevin corrector steps per DDIM step (paper: 0 cars, 5 chairs)."""
     langevin_delta: float = 0.4
     """Langevin step size delta (paper chairs: 0.4)."""
+    langevin_t_range: Tuple[int, int] = (0, 1000)
+    """Langevin steps follow a DDIM step to t_prev when range[0] < t_prev < range[1] (official default: 0, 1000)."""
     finetune_outer_steps: Tuple[int, ...] = (25, 50)
     """K_out of fine-tuning for 1, 2 (, ...) input views; the last value serves larger settings (paper: 25, 50)."""
     finetune_inner_steps: int = 4
@@ -81,6 +85,10 @@ class SSDNeRFPipelineConfig(VanillaPipelineConfig):
     """Exponential decay of the fine-tuning learning rate per inner step (paper: 0.998)."""
     finetune_prior_weight: float = 1.0
     """c'_diff, the diffusion-loss weight during fine-tuning (paper: 1)."""
+    finetune_init_margin: float = 1e-6
+    """Fine-tuning starts from atanh(code / 2) with |code / 2| clamped to 1 - margin. The official code clamps
+    nothing (elements sampled at exactly +-2 become infinite); 1e-6 only avoids the infinity, both leave such
+    elements stuck (tanh gradient ~0); a few percent lets them move."""
     eval_batch_size: int = 8
     """Held-out objects reconstructed together."""
     eval_max_objects: int = -1
@@ -121,6 +129,12 @@ class SSDNeRFPipeline(DiffusionPipeline):
         self.model.active_object = int(element.value)
         self.model.display_code = None
 
+    @property
+    def pixels_per_view(self) -> int:
+        """H x W of the training images (N_v of the rendering-loss weight counts pixels, not views)."""
+        height, width = self.datamanager.train_images.shape[1:3]
+        return int(height) * int(width)
+
     # ------------------------------------------------------------------ training
     def get_train_loss_dict(self, step: int):
         raise UserFacingError("ssdnerf trains with its own trainer (Algorithm 1 steps several optimisers per "
@@ -133,11 +147,13 @@ class SSDNeRFPipeline(DiffusionPipeline):
         first_rays, first_batch = self.datamanager.next_train(step)
         objects = first_batch["object_indices"]
 
+        pixels = self.pixels_per_view
+
         def ray_batches(k: int) -> RayBatch:
             if k == 0:
-                return RayBatch.from_datamanager(first_rays, first_batch)
+                return RayBatch.from_datamanager(first_rays, first_batch, pixels)
             rays, batch = self.datamanager.sample_rays(objects, self.datamanager.config.rays_per_object)
-            return RayBatch.from_datamanager(rays, batch)
+            return RayBatch.from_datamanager(rays, batch, pixels)
 
         k_in = inner_steps_at(step, cfg.inner_steps, cfg.inner_steps_milestones)
         freeze_after = self.model.config.freeze_norm_after
@@ -155,10 +171,10 @@ class SSDNeRFPipeline(DiffusionPipeline):
         self.eval()
         objects = self.datamanager.next_objects()
         rays, batch = self.datamanager.sample_rays(objects, self.datamanager.config.rays_per_object)
-        ray_batch = RayBatch.from_datamanager(rays, batch)
+        ray_batch = RayBatch.from_datamanager(rays, batch, self.pixels_per_view)
         code = self.model.activate(self.model.codes_pre[objects.to(self.model.codes_pre.device)])
         out = self.model.render_rays(code, ray_batch.origins, ray_batch.directions, decoder=self.model.eval_decoder)
-        loss = self.model.rendering_loss(out["rgb"], ray_batch.target, ray_batch.num_views).mean()
+        loss = self.model.rendering_loss(out["rgb"], ray_batch.target, ray_batch.num_pixels).mean()
         mse = (out["rgb"] - ray_batch.target).square().mean()
         self.train()
         return out, {"rendering_loss": loss}, {"psnr": psnr_from_mse(mse)}
@@ -188,6 +204,7 @@ class SSDNeRFPipeline(DiffusionPipeline):
             init=cfg.eval_init, finetune=cfg.eval_finetune, ddim_steps=cfg.eval_ddim_steps,
             guidance_gain=cfg.guidance_gain, rays_per_step=cfg.eval_rays_per_step,
             langevin_steps=cfg.langevin_steps, langevin_delta=cfg.langevin_delta,
+            langevin_t_range=tuple(cfg.langevin_t_range), finetune_init_margin=cfg.finetune_init_margin,
             finetune_outer_steps=pick(cfg.finetune_outer_steps), finetune_inner_steps=cfg.finetune_inner_steps,
             finetune_lr=pick(cfg.finetune_lr), finetune_lr_gamma=cfg.finetune_lr_gamma,
             finetune_prior_weight=cfg.finetune_prior_weight)

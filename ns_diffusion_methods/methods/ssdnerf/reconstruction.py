@@ -19,7 +19,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Literal, Optional, Sequence
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -45,8 +45,8 @@ class InputRays:
     """``[B, P, 3]``"""
     target: Tensor
     """``[B, P, 3]``"""
-    num_views: Tensor
-    """``[B]`` input views per object."""
+    num_pixels: Tensor
+    """``[B]`` pixels of the input views of each object (views x H x W): N_v of the fine-tuning loss weight."""
     order: Tensor
     """``[B, P]`` a random permutation of the rays of each object."""
 
@@ -59,12 +59,12 @@ class InputRays:
         when ``rays_per_step`` covers them)."""
         n = min(rays_per_step, self.num_rays)
         if n == self.num_rays:
-            return RayBatch(self.origins, self.directions, self.target, self.num_views)
+            return RayBatch(self.origins, self.directions, self.target, self.num_pixels)
         start = (k * n) % self.num_rays
         positions = (torch.arange(n, device=self.order.device) + start) % self.num_rays
         index = self.order[:, positions]  # [B, n]
         gather = lambda x: x.gather(1, index[..., None].expand(-1, -1, 3))  # noqa: E731
-        return RayBatch(gather(self.origins), gather(self.directions), gather(self.target), self.num_views)
+        return RayBatch(gather(self.origins), gather(self.directions), gather(self.target), self.num_pixels)
 
 
 def camera_rays(cameras: Cameras) -> tuple:
@@ -92,33 +92,47 @@ def input_rays(objects: Sequence[ObjectViews], generator: Optional[torch.Generat
     num_rays = origins_t.shape[1]
     order = torch.stack([torch.randperm(num_rays, generator=generator) for _ in objects]).to(origins_t.device)
     return InputRays(origins_t, directions_t, torch.stack(targets).to(origins_t),
-                     torch.tensor([float(len(o.input_views)) for o in objects], device=origins_t.device), order)
+                     torch.tensor([float(len(o.input_views) * o.images.shape[1] * o.images.shape[2]) for o in objects],
+                                  device=origins_t.device), order)
+
+
+#: lambda_gd = guidance_gain x 2^14: the official configs write the guidance scale as gain x 2^14 (cars 3.2 x 2^14,
+#: chairs 0.4 x 2^14), a constant that multiplies the gradient of the *mean* rendering loss of each step's rays
+GUIDANCE_GAIN_UNIT = 2**14
 
 
 def _render_loss(model: SSDNeRFModel, code: Tensor, rays: RayBatch, perturb: bool = True,
-                 generator: Optional[torch.Generator] = None) -> Tensor:
-    """Sum over objects of (rendering loss + code regulariser): every object gets the gradient it would alone."""
+                 generator: Optional[torch.Generator] = None, num_pixels: Optional[Tensor] = None) -> Tensor:
+    """Sum over objects of (rendering loss + code regulariser): every object gets the gradient it would alone.
+    ``num_pixels`` overrides ``rays.num_pixels`` in the rendering-loss weight (guidance counts the rays rendered)."""
     out = model.render_rays(code, rays.origins, rays.directions, decoder=model.eval_decoder, perturb=perturb,
                             generator=generator)
-    return (model.rendering_loss(out["rgb"], rays.target, rays.num_views) + model.code_reg_loss(code)).sum()
+    pixels = rays.num_pixels if num_pixels is None else num_pixels
+    return (model.rendering_loss(out["rgb"], rays.target, pixels) + model.code_reg_loss(code)).sum()
 
 
 def guided_sample(model: SSDNeRFModel, rays: Optional[InputRays], num_steps: int, guidance_gain: float,
                   rays_per_step: int, num_objects: Optional[int] = None, noise: Optional[Tensor] = None,
-                  langevin_steps: int = 0, langevin_delta: float = 0.4,
+                  langevin_steps: int = 0, langevin_delta: float = 0.4, langevin_t_range: Tuple[int, int] = (0, 1000),
                   generator: Optional[torch.Generator] = None, on_step: Optional[StepCallback] = None) -> Tensor:
     """DDIM sampling of codes, guided by the rendering loss of ``rays`` (unguided when ``rays`` is None or the gain
     is 0). Uses the EMA U-Net and decoder (when configured).
+
+    Each guided x0 prediction renders ``rays_per_step`` input rays; its rendering-loss weight counts those rays as
+    the pixels of N_v (official ``scale_num_ray``: one 128 px view's worth for 2^14 rays, whatever the number of input
+    views), and x0 moves by ``grad * sigma^(2-2w) * alpha^(2w-1) * lambda_gd``.
 
     Args:
         model: a trained SSDNeRF model.
         rays: input-view rays of B objects.
         num_steps: DDIM steps (paper: 75 for reconstruction, 50 for generation).
-        guidance_gain: lambda_gd per ray; lambda_gd = gain x rays per step (paper cars: 3.2, i.e. 3.2 * 2^14).
+        guidance_gain: lambda_gd / 2^14 (paper cars: 3.2, chairs: 0.4).
         rays_per_step: rays per object rendered at each step (paper: 2^14).
         num_objects: B when ``rays`` is None.
         noise: x_T ``[B, 3C, R, R]`` (default standard normal from ``generator``).
-        langevin_steps, langevin_delta: Langevin corrector steps per DDIM step and their size (paper chairs: 5, 0.4).
+        langevin_steps, langevin_delta: Langevin corrector steps and their size (paper chairs: 5, 0.4); as in the
+            official sampler they follow each DDIM step, at the new noise level t_prev, when
+            ``langevin_t_range[0] < t_prev < langevin_t_range[1]``.
         on_step: called as ``on_step(done, num_steps)`` after each DDIM step (progress bars).
 
     Returns:
@@ -134,6 +148,7 @@ def guided_sample(model: SSDNeRFModel, rays: Optional[InputRays], num_steps: int
     omega = model.config.snr_power
     timesteps = schedule.ddim_timesteps(num_steps)
     rng = generator if generator is not None else torch.Generator().manual_seed(0)
+    lambda_gd = guidance_gain * GUIDANCE_GAIN_UNIT
     ray_step = 0
 
     def x0_of(x_t: Tensor, t: int) -> Tensor:
@@ -148,26 +163,28 @@ def guided_sample(model: SSDNeRFModel, rays: Optional[InputRays], num_steps: int
             x0 = predict_x0(unet, schedule, x_in, t_batch).clamp(-clip, clip)
             ray_batch = rays.batch(ray_step, rays_per_step)
             ray_step += 1
-            loss = _render_loss(model, model.image_to_code(x0), ray_batch, generator=rng)
+            rendered = torch.full((batch,), float(ray_batch.origins.shape[1]), device=device)
+            loss = _render_loss(model, model.image_to_code(x0), ray_batch, generator=rng, num_pixels=rendered)
             (grad,) = torch.autograd.grad(loss, [x_in])  # through the U-Net (grad_through_unet)
         alpha, sigma = schedule.alpha_sigma(t_batch, x_t.dim())
-        n_rays = ray_batch.origins.shape[1]
-        step = grad * sigma ** (2 - 2 * omega) * alpha ** (2 * omega - 1) * guidance_gain * n_rays
+        step = grad * sigma ** (2 - 2 * omega) * alpha ** (2 * omega - 1) * lambda_gd
         return (x0.detach() - step).clamp(-clip, clip)
 
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         t_batch = torch.full((batch,), t, device=device, dtype=torch.long)
-        # 1. (optional) Langevin corrector steps at noise level t, with eps from the guided x0.
-        for _ in range(langevin_steps):
-            x0 = x0_of(x, t)
-            alpha, sigma = schedule.alpha_sigma(t_batch, x.dim())
-            eps = (x - alpha * x0) / sigma
-            z = torch.randn(x.shape, generator=rng).to(x)
-            x = x - 0.5 * langevin_delta * sigma * eps + (langevin_delta**0.5) * sigma * z
-        # 2. Guided x0 prediction, then the DDIM step to t_prev.
+        # 1. Guided x0 prediction, then the DDIM step to t_prev.
         x0 = x0_of(x, t)
         x = ddim_step(x0, x, t_batch, torch.full_like(t_batch, t_prev), schedule)
+        # 2. (optional) Langevin corrector steps at the new noise level t_prev, with eps from the guided x0.
+        if langevin_steps > 0 and langevin_t_range[0] < t_prev < langevin_t_range[1]:
+            prev_batch = torch.full((batch,), t_prev, device=device, dtype=torch.long)
+            alpha, sigma = schedule.alpha_sigma(prev_batch, x.dim())
+            for _ in range(langevin_steps):
+                x0 = x0_of(x, t_prev)
+                eps = (x - alpha * x0) / sigma
+                z = torch.randn(x.shape, generator=rng).to(x)
+                x = x - 0.5 * langevin_delta * sigma * eps + (langevin_delta**0.5) * sigma * z
         if on_step is not None:
             on_step(i + 1, len(timesteps))
     return model.image_to_code(x.detach())
@@ -175,7 +192,8 @@ def guided_sample(model: SSDNeRFModel, rays: Optional[InputRays], num_steps: int
 
 def finetune(model: SSDNeRFModel, code: Tensor, rays: InputRays, outer_steps: int, inner_steps: int, lr: float,
              lr_gamma: float = 0.998, prior_weight: float = 1.0, rays_per_step: int = 2**14,
-             generator: Optional[torch.Generator] = None, on_step: Optional[StepCallback] = None) -> Tensor:
+             generator: Optional[torch.Generator] = None, on_step: Optional[StepCallback] = None,
+             init_margin: float = 1e-6) -> Tensor:
     """Fine-tune codes on the input views with decoder and U-Net frozen (paper Eq. 7).
 
     Args:
@@ -187,13 +205,15 @@ def finetune(model: SSDNeRFModel, code: Tensor, rays: InputRays, outer_steps: in
         rays_per_step: rays per object per inner step.
         generator: source of the diffusion timesteps, noise and sample jitter (default: torch's global one).
         on_step: called as ``on_step(done, outer_steps * inner_steps)`` after each inner step (progress bars).
+        init_margin: the initial code is clamped to ``scale * (1 - init_margin)`` before atanh
+            (:meth:`SSDNeRFModel.inverse_activate`).
 
     Returns:
         Fine-tuned activated codes.
     """
     generator = generator if generator is not None else torch.Generator().manual_seed(int(torch.randint(2**31, ())))
     image_shape = (code.shape[0], 3 * model.config.code_channels, *code.shape[-2:])
-    code_pre = model.inverse_activate(code.detach()).clone().requires_grad_(True)
+    code_pre = model.inverse_activate(code.detach(), margin=init_margin).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([code_pre], lr=lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_gamma)
     ray_step = 0
@@ -234,13 +254,15 @@ def render_views(model: SSDNeRFModel, code: Tensor, cameras: Cameras) -> Tensor:
 class ReconstructionSettings:
     """Test-time settings of one n-view setting."""
 
-    init: Literal["guided", "unguided", "mean"] = "guided"
+    init: Literal["guided", "unguided", "mean", "zero"] = "guided"
     finetune: Literal["prior", "render", "none"] = "prior"
     ddim_steps: int = 75
     guidance_gain: float = 3.2
     rays_per_step: int = 2**14
     langevin_steps: int = 0
     langevin_delta: float = 0.4
+    langevin_t_range: Tuple[int, int] = (0, 1000)
+    finetune_init_margin: float = 1e-6
     finetune_outer_steps: int = 25
     finetune_inner_steps: int = 4
     finetune_lr: float = 5e-3
@@ -252,36 +274,62 @@ class ReconstructionSettings:
 PhaseCallback = Callable[[str, int, int], None]
 
 
+def initial_codes(model: SSDNeRFModel, rays: InputRays, settings: ReconstructionSettings,
+                  generator: torch.Generator, on_step: Optional[StepCallback] = None) -> Tensor:
+    """The codes fine-tuning starts from, ``[B, 3, C, R, R]``: ``guided`` / ``unguided`` DDIM samples, the ``mean``
+    training code, or ``zero`` (the official ``cond_mode='optim'`` start: pre-activation codes uniform in
+    +-``code_init_scale``)."""
+    batch = rays.origins.shape[0]
+    if settings.init == "mean":
+        return model.mean_code()[None].expand(batch, *model.code_shape).clone()
+    if settings.init == "zero":
+        code_pre = torch.rand((batch, *model.code_shape), generator=generator) * 2 - 1
+        return model.activate(code_pre.to(model.codes_pre) * model.config.code_init_scale)
+    return guided_sample(model, rays if settings.init == "guided" else None, settings.ddim_steps,
+                         settings.guidance_gain, settings.rays_per_step, num_objects=batch,
+                         langevin_steps=settings.langevin_steps, langevin_delta=settings.langevin_delta,
+                         langevin_t_range=settings.langevin_t_range, generator=generator, on_step=on_step)
+
+
+def finetune_codes(model: SSDNeRFModel, code: Tensor, rays: InputRays, settings: ReconstructionSettings,
+                   generator: torch.Generator, on_step: Optional[StepCallback] = None) -> Tensor:
+    """Fine-tuning of :func:`reconstruct` with ``settings`` (prior, rendering only, or none)."""
+    if settings.finetune == "none" or settings.finetune_outer_steps <= 0:
+        return code
+    weight = settings.finetune_prior_weight if settings.finetune == "prior" else 0.0
+    return finetune(model, code, rays, settings.finetune_outer_steps, settings.finetune_inner_steps,
+                    settings.finetune_lr, settings.finetune_lr_gamma, weight, settings.rays_per_step, generator,
+                    on_step=on_step, init_margin=settings.finetune_init_margin)
+
+
 def reconstruct(model: SSDNeRFModel, objects: Sequence[ObjectViews], settings: ReconstructionSettings,
-                seed: int = 0, on_phase_step: Optional[PhaseCallback] = None) -> Tensor:
-    """Codes ``[B, 3, C, R, R]`` of held-out objects from their input views (init, then fine-tuning); progress is
-    reported as ``on_phase_step(phase, done, total)``."""
+                seed: int = 0, on_phase_step: Optional[PhaseCallback] = None,
+                stats: Optional[Dict[str, List[float]]] = None) -> Tensor:
+    """Codes ``[B, 3, C, R, R]`` of held-out objects from their input views (:func:`initial_codes`, then
+    :func:`finetune_codes`); progress is reported as ``on_phase_step(phase, done, total)``. ``stats``, if given,
+    receives per object ``saturated_init`` and ``saturated_final``: the fraction of code elements with
+    ``|code| > 0.995 * scale`` after the initialisation and at the end (:meth:`SSDNeRFModel.saturated_fraction`)."""
 
     def phase(name: str) -> Optional[StepCallback]:
         return None if on_phase_step is None else (lambda done, total: on_phase_step(name, done, total))
 
     generator = torch.Generator().manual_seed(seed)
     rays = input_rays(objects, generator)
-    if settings.init == "mean":
-        code = model.mean_code()[None].expand(len(objects), *model.code_shape).clone()
-    else:
-        code = guided_sample(model, rays if settings.init == "guided" else None, settings.ddim_steps,
-                             settings.guidance_gain, settings.rays_per_step, num_objects=len(objects),
-                             langevin_steps=settings.langevin_steps, langevin_delta=settings.langevin_delta,
-                             generator=generator, on_step=phase("guided DDIM" if settings.init == "guided"
-                                                                else "unguided DDIM"))
-    if settings.finetune != "none" and settings.finetune_outer_steps > 0:
-        weight = settings.finetune_prior_weight if settings.finetune == "prior" else 0.0
-        code = finetune(model, code, rays, settings.finetune_outer_steps, settings.finetune_inner_steps,
-                        settings.finetune_lr, settings.finetune_lr_gamma, weight, settings.rays_per_step, generator,
-                        on_step=phase("fine-tuning"))
+    code = initial_codes(model, rays, settings, generator,
+                         on_step=phase("guided DDIM" if settings.init == "guided" else "unguided DDIM"))
+    if stats is not None:
+        stats.setdefault("saturated_init", []).extend(model.saturated_fraction(code).tolist())
+    code = finetune_codes(model, code, rays, settings, generator, on_step=phase("fine-tuning"))
+    if stats is not None:
+        stats.setdefault("saturated_final", []).extend(model.saturated_fraction(code).tolist())
     return code
 
 
 def evaluate_reconstruction(model: SSDNeRFModel, get_object: Callable[[int], ObjectViews], num_objects: int,
                             settings: ReconstructionSettings, batch_size: int = 8, seed: int = 0,
                             output_path: Optional[Path] = None, prefix: str = "",
-                            with_lpips: bool = True, console: Optional[Console] = None) -> Dict[str, float]:
+                            with_lpips: bool = True, console: Optional[Console] = None,
+                            per_object: Optional[Dict[str, List[float]]] = None) -> Dict[str, float]:
     """The reconstruction protocol over held-out objects: reconstruct from the input views, render every other
     view, score it (PSNR, SSIM, LPIPS where available), and return the mean and std over all scored images.
 
@@ -289,6 +337,8 @@ def evaluate_reconstruction(model: SSDNeRFModel, get_object: Callable[[int], Obj
         get_object: object index -> its views with the input views of the setting.
         output_path: if given, write ``{prefix}{object}_view{v}.png`` (render | ground truth) per scored view.
         console: where the progress bars go (objects, and the steps of the batch being reconstructed).
+        per_object: if given, receives per object the mean of each metric over its scored views (``psnr``, ``ssim``,
+            ...) and the saturation fractions of :func:`reconstruct` (for intervals over objects).
     """
     from ns_diffusion_methods.data.images import save_image
 
@@ -303,18 +353,24 @@ def evaluate_reconstruction(model: SSDNeRFModel, get_object: Callable[[int], Obj
                     steps.describe(f"  {phase} steps")
                     steps(done, total)
 
-                codes = reconstruct(model, objects, settings, seed=seed + start, on_phase_step=on_phase_step)
+                codes = reconstruct(model, objects, settings, seed=seed + start, on_phase_step=on_phase_step,
+                                    stats=per_object)
             for obj, code in zip(objects, codes):
+                this_object: Dict[str, List[float]] = {}
                 scored = torch.as_tensor(obj.scored_views, dtype=torch.long)
                 renders = render_views(model, code, obj.cameras[scored.to(obj.cameras.device)])
                 for view, render in zip(obj.scored_views, renders):
                     target = obj.images[view]
                     for key, value in image_metrics(render, target, with_lpips=with_lpips).items():
                         per_image.setdefault(key, []).append(value)
+                        this_object.setdefault(key, []).append(value)
                     if output_path is not None:
                         pair = torch.cat([render.clamp(0, 1), target], dim=1)  # [H, 2W, 3]
                         save_image((pair.cpu().numpy() * 255).round().astype(np.uint8),
                                    output_path / f"{prefix}{obj.name}_view{view:03d}.png")
+                if per_object is not None:
+                    for key, values in this_object.items():
+                        per_object.setdefault(key, []).append(float(np.mean(values)))
                 progress.advance(task)
     results: Dict[str, float] = {}
     for key, values in per_image.items():

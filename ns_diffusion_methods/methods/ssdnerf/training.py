@@ -36,17 +36,19 @@ class RayBatch:
     """``[B, R, 3]``"""
     target: Tensor
     """``[B, R, 3]`` ground-truth colours."""
-    num_views: Tensor
-    """``[B]`` number of views the rays of each object were drawn from (N_v of the rendering-loss weight)."""
+    num_pixels: Tensor
+    """``[B]`` pixels of the views the rays of each object were drawn from (views x H x W): the numerator of N_v in
+    the rendering-loss weight (:meth:`SSDNeRFModel.rendering_weight`)."""
 
     @classmethod
-    def from_datamanager(cls, ray_bundle: RayBundle, batch: Dict) -> "RayBatch":
-        """From the ``(RayBundle [B*R], batch)`` of :meth:`MultiObjectDataManager.sample_rays`."""
+    def from_datamanager(cls, ray_bundle: RayBundle, batch: Dict, pixels_per_view: int) -> "RayBatch":
+        """From the ``(RayBundle [B*R], batch)`` of :meth:`MultiObjectDataManager.sample_rays`, whose images have
+        ``pixels_per_view`` = H x W pixels."""
         num_objects = batch["object_indices"].shape[0]
         return cls(origins=ray_bundle.origins.reshape(num_objects, -1, 3),
                    directions=ray_bundle.directions.reshape(num_objects, -1, 3),
                    target=batch["image"].reshape(num_objects, -1, 3),
-                   num_views=batch["num_views"])
+                   num_pixels=batch["num_views"] * float(pixels_per_view))
 
 
 def inner_steps_at(step: int, values: Tuple[int, ...], milestones: Tuple[int, ...]) -> int:
@@ -114,7 +116,7 @@ def single_stage_step(
         code_pre = code_pre.detach().requires_grad_(True)
         code = model.activate(code_pre)
         out = model.render_rays(code, rays.origins, rays.directions, perturb=perturb)
-        loss_rendering = model.rendering_loss(out["rgb"], rays.target, rays.num_views).mean()
+        loss_rendering = model.rendering_loss(out["rgb"], rays.target, rays.num_pixels).mean()
         loss_reg = model.code_reg_loss(code).mean()
         loss = loss_rendering + loss_reg
         if last:

@@ -58,7 +58,7 @@ def test_prior_gradient_caching_equals_joint_gradient_for_one_inner_step():
     code = joint.activate(codes_pre)
     loss = joint.diffusion_loss(code, t=t, noise=noise, update_norm=True).mean()
     out = joint.render_rays(code, rays.origins, rays.directions, perturb=False)
-    loss = loss + joint.rendering_loss(out["rgb"], rays.target, rays.num_views).mean()
+    loss = loss + joint.rendering_loss(out["rgb"], rays.target, rays.num_pixels).mean()
     loss = loss + joint.code_reg_loss(code).mean()
     joint_opts = [torch.optim.Adam(joint.unet.parameters(), lr=1e-3), torch.optim.Adam(joint.decoder.parameters(),
                                                                                         lr=1e-3)]

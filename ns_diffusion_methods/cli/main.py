@@ -26,6 +26,9 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
                                "Generate objects with a trained RenderDiffusion run and write turntables."),
     "inpaint renderdiffusion": ("ns_diffusion_methods.methods.renderdiffusion.commands", "InpaintCommand",
                                 "3D-aware RePaint inpainting of an image with a trained RenderDiffusion run."),
+    "reconstruct renderdiffusion": ("ns_diffusion_methods.methods.renderdiffusion.commands", "ReconstructCommand",
+                                    "Single-view 3D reconstruction of an image with a trained RenderDiffusion run: "
+                                    "turntable and triplane."),
     "fix": ("ns_diffusion_methods.fixers.commands", "FixCommand",
             "Repair renders with the Difix single-step diffusion fixer (optionally with reference images)."),
     "train-fixer": ("ns_diffusion_methods.fixers.commands", "TrainFixerCommand",

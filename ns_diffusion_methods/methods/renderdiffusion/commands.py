@@ -1,14 +1,18 @@
-"""``ns-diffusion sample renderdiffusion`` and ``ns-diffusion inpaint renderdiffusion``.
+"""``ns-diffusion sample renderdiffusion``, ``ns-diffusion inpaint renderdiffusion`` and
+``ns-diffusion reconstruct renderdiffusion``.
 
-Both load a trained run (``--load-config .../config.yml``) through nerfstudio's ``eval_setup`` and write PNGs (and an
-animated GIF turntable) into ``--output`` (default ``outputs/ns-diffusion/<command>/renderdiffusion/<timestamp>``),
-with a progress bar per object and per reverse step:
+All three load a trained run (``--load-config .../config.yml``) through nerfstudio's ``eval_setup`` and write PNGs
+(and an animated GIF turntable) into ``--output`` (default
+``outputs/ns-diffusion/<command>/renderdiffusion/<timestamp>``), with a progress bar per object and per reverse step:
 
 - ``sample``: N unconditional objects. Each starts from x_T ~ N(0, I) at a "gen. view" camera drawn from the training
   cameras, runs the reverse process and renders a turntable of the final triplane.
 - ``inpaint``: 3D-aware RePaint inpainting of one image. White pixels of ``--mask`` are repainted; the final
   triplane is rendered as a turntable. The image's camera is a training camera (``--camera-index``) or an SRN pose
   file (``--pose``, OpenCV camera-to-world, normalised like the dataset).
+- ``reconstruct``: single-view reconstruction of one image (noised to ``--t-r``, reverse process to 0, final
+  triplane), written as a turntable, the render at the image's camera and the triplane (``triplane.pt``). The
+  image's camera is chosen as for ``inpaint``.
 """
 
 from __future__ import annotations
@@ -150,6 +154,24 @@ def read_pose(path: Path, radius: float, center: Tuple[float, float, float]) -> 
     return c2w
 
 
+def input_camera(pipeline, camera_index: int, pose: Optional[Path]) -> Tuple[Tensor, Tensor]:
+    """The camera of a user's image: ``camera_to_worlds [1, 3, 4]`` and ``intrinsics [1, 4]`` on the model's device.
+
+    The intrinsics are those of training camera ``camera_index``; the pose is that camera's, or the SRN pose file
+    ``pose`` normalised with the dataset's radius and centre."""
+    from ns_diffusion_methods.methods.renderdiffusion.pipeline import camera_tensors
+
+    device = pipeline.model.device
+    c2w_all, k_all = camera_tensors(pipeline.datamanager.train_dataset.cameras)
+    if not 0 <= camera_index < c2w_all.shape[0]:
+        raise UserFacingError(f"`--camera-index` must be in [0, {c2w_all.shape[0] - 1}], but is {camera_index}.")
+    intrinsics = k_all[camera_index: camera_index + 1].to(device)
+    if pose is not None:
+        parser = pipeline.datamanager.dataparser  # the radius it normalised the run's cameras with
+        return read_pose(pose, parser.radius(), tuple(parser.config.center))[None].to(device), intrinsics
+    return c2w_all[camera_index: camera_index + 1].to(device), intrinsics
+
+
 @dataclass
 class InpaintCommand:
     """3D-aware inpainting of an image with a trained RenderDiffusion run (RePaint)."""
@@ -183,7 +205,6 @@ class InpaintCommand:
         from ns_diffusion_methods.cli.outputs import default_output
         from ns_diffusion_methods.engine.progress import progress_bars, step_task
         from ns_diffusion_methods.methods.renderdiffusion import procedures
-        from ns_diffusion_methods.methods.renderdiffusion.pipeline import camera_tensors
 
         output = self.output if self.output is not None else default_output("inpaint", "renderdiffusion")
         pipeline, checkpoint = load_pipeline(self.load_config)
@@ -193,16 +214,7 @@ class InpaintCommand:
         mask = (read_image_at_size(self.mask, size, "L") > 0.5).float().to(model.device)
         if mask.sum() == 0:
             raise DataError(f"The mask {self.mask} has no white pixels: there is nothing to inpaint.")
-        c2w_all, k_all = camera_tensors(pipeline.datamanager.train_dataset.cameras)
-        if not 0 <= self.camera_index < c2w_all.shape[0]:
-            raise UserFacingError(f"`--camera-index` must be in [0, {c2w_all.shape[0] - 1}], but is "
-                                  f"{self.camera_index}.")
-        intrinsics = k_all[self.camera_index: self.camera_index + 1].to(model.device)
-        if self.pose is not None:
-            parser = pipeline.datamanager.dataparser  # the radius it normalised the run's cameras with
-            c2w = read_pose(self.pose, parser.radius(), tuple(parser.config.center))[None].to(model.device)
-        else:
-            c2w = c2w_all[self.camera_index: self.camera_index + 1].to(model.device)
+        c2w, intrinsics = input_camera(pipeline, self.camera_index, self.pose)
         generator = torch.Generator().manual_seed(self.seed)
         CONSOLE.print(f"Inpainting {self.image} with {checkpoint} ...")
         with progress_bars(CONSOLE) as progress, step_task(progress, "Inpainting: reverse steps") as on_step:
@@ -219,5 +231,84 @@ class InpaintCommand:
             save_image(_enlarged(tensor, self.scale), path)
             written.append(path)
         written += write_turntable(frames, output, "inpainted", self.scale)
+        CONSOLE.print(f"Wrote {len(written)} files to {output}")
+        return 0
+
+
+@dataclass
+class ReconstructCommand:
+    """Single-view 3D reconstruction of an image with a trained RenderDiffusion run: turntable and triplane."""
+
+    load_config: Annotated[Path, tyro.conf.arg(metavar="CONFIG")]
+    """The run's config.yml (written by ns-train renderdiffusion / renderdiffusion-small)."""
+    image: Path
+    """The image to reconstruct (resized to the model's resolution if needed)."""
+    output: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR")] = None
+    """Output folder. Default: outputs/ns-diffusion/reconstruct/renderdiffusion/<timestamp>."""
+    t_r: Annotated[Optional[int], tyro.conf.arg(metavar="INT")] = None
+    """Noise level the image is diffused to before the reverse process (0: one clean pass, the paper's setting for
+    renders; 40 for photographs). Default: the run's ``reconstruction_t_r``."""
+    num_steps: Annotated[Optional[int], tyro.conf.arg(metavar="INT")] = None
+    """Reverse steps from t_r to 0 (default: the run's ``reconstruction_steps``, else as dense as its
+    ``diffusion.num_inference_steps`` over T)."""
+    camera_index: int = 0
+    """Training camera used as the image's camera (its intrinsics are used with --pose too)."""
+    pose: Annotated[Optional[Path], tyro.conf.arg(metavar="FILE")] = None
+    """SRN pose file (OpenCV camera-to-world) of the image, normalised with the dataset's radius and centre."""
+    num_views: int = 24
+    """Turntable frames (about the up axis, starting at the image's camera)."""
+    seed: int = 0
+    """Seed of the noise (used when t_r > 0)."""
+    scale: int = 4
+    """Nearest-neighbour up-scaling of the written images."""
+
+    def main(self) -> int:
+        """Run it."""
+        from ns_diffusion_methods.cli.outputs import default_output
+        from ns_diffusion_methods.engine.progress import progress_bars, step_task
+        from ns_diffusion_methods.methods.renderdiffusion import procedures
+
+        if self.num_views < 1:
+            raise UserFacingError(f"`--num-views` must be >= 1, but is {self.num_views}.")
+        output = self.output if self.output is not None else default_output("reconstruct", "renderdiffusion")
+        pipeline, checkpoint = load_pipeline(self.load_config)
+        model = pipeline.model
+        t_r = model.config.reconstruction_t_r if self.t_r is None else self.t_r
+        T = model.diffusion.num_train_timesteps
+        if not 0 <= t_r < T:
+            raise UserFacingError(f"`--t-r` must be in [0, {T - 1}] (the run's diffusion has T = {T}), but is {t_r}.")
+        num_steps = self.num_steps
+        if num_steps is None and model.config.reconstruction_steps > 0:
+            num_steps = model.config.reconstruction_steps
+        size = model.image_size
+        image = read_image_at_size(self.image, size, "RGB").to(model.device)
+        c2w, intrinsics = input_camera(pipeline, self.camera_index, self.pose)
+        generator = torch.Generator().manual_seed(self.seed)
+        CONSOLE.print(f"Reconstructing {self.image} with {checkpoint} (t_r = {t_r}) ...")
+        views, view_k = turntable_cameras(c2w[0], intrinsics[0], self.num_views)
+        with progress_bars(CONSOLE) as progress:
+            with step_task(progress, "Reconstruction: reverse steps") as on_step:
+                triplanes, render = procedures.reconstruct(model.sampling_denoiser, model.diffusion, image, c2w,
+                                                           intrinsics, t_r=t_r, num_steps=num_steps,
+                                                           generator=generator, on_step=on_step)
+            with step_task(progress, "Rendering the turntable") as on_view:
+                frames = []
+                for view in range(self.num_views):
+                    frames.append(procedures.render_views(model.sampling_denoiser, triplanes,
+                                                          views[:, view: view + 1], view_k[:, view: view + 1],
+                                                          size, size)[0, 0])
+                    on_view(view + 1, self.num_views)
+        frames_tensor = torch.stack(frames)
+        written = []
+        for name, tensor in (("input", image[0]), ("render", render[0])):
+            path = output / f"{name}.png"
+            save_image(_enlarged(tensor, self.scale), path)
+            written.append(path)
+        written += write_turntable(frames_tensor, output, "reconstruction", self.scale)
+        triplane_path = output / "triplane.pt"
+        torch.save({"planes": triplanes.planes.cpu(), "rotations": triplanes.rotations.cpu(),
+                    "camera_to_world": c2w.cpu(), "intrinsics": intrinsics.cpu(), "t_r": t_r,
+                    "load_config": str(self.load_config)}, triplane_path)
+        written.append(triplane_path)
         CONSOLE.print(f"Wrote {len(written)} files to {output}")
         return 0

@@ -1,10 +1,12 @@
 """RenderDiffusion's small MLP s_ψ: a point and its triplane features -> density and colour.
 
-EG3D-style ("OSGDecoder"): the three plane features are averaged (n_f dims), one hidden layer of 64 with Softplus,
-then 1 + 3 outputs; colour is a sigmoid padded by 0.001 on each side (EG3D's "sigmoid saturation"), density is
-``softplus(raw - 1)`` (EG3D's density activation in its ray marcher). The paper's figure feeds the point p to the
-MLP as well as its features, so ``position_input`` (on by default) appends p, optionally with sinusoidal frequencies
-(nerfstudio ``NeRFEncoding``). There is no view direction input: the paper's scenes are Lambertian.
+EG3D-style ("OSGDecoder"): the three plane features are combined into n_f dims (RenderDiffusion sums them, EG3D
+averages them; with a linear first layer the two differ only by a factor 3 on the feature weights), one hidden
+layer of 64 with Softplus, then 1 + 3 outputs; colour is a sigmoid padded by 0.001 on each side (EG3D's "sigmoid
+saturation"), density is ``softplus(raw - 1)`` (EG3D's density activation in its ray marcher). The paper's figure
+feeds the point p to the MLP as well as its features, so ``position_input`` (on by default) appends p, optionally
+with sinusoidal frequencies (nerfstudio ``NeRFEncoding``). There is no view direction input: the paper's scenes are
+Lambertian.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ class TriplaneDecoderConfig(InstantiateConfig):
     """Hidden width (EG3D's decoder: 64)."""
     num_hidden_layers: int = 1
     """Hidden layers (EG3D's decoder: 1, i.e. Linear -> Softplus -> Linear)."""
-    plane_reduce: Literal["mean", "sum", "concat"] = "mean"
-    """How the three plane features are combined (EG3D/RenderDiffusion: mean)."""
+    plane_reduce: Literal["mean", "sum", "concat"] = "sum"
+    """How the three plane features are combined: ``sum`` (RenderDiffusion), ``mean`` (EG3D; the sum divided by
+    3) or ``concat`` (3 n_f inputs)."""
     position_input: bool = True
     """Append the point p to its features (the paper's figure shows p as an MLP input)."""
     position_frequencies: int = 0

@@ -5,14 +5,16 @@ whose output, ``[B, 3·n_f, N, N]``, is split into the three feature planes (xy,
 :mod:`ns_diffusion_methods.triplane`. For ShapeNet the triplane is 256×256×96 (N = 256, n_f = 32) from 64×64
 images, so when N > M the U-Net is followed by ×2 up-sampling blocks.
 
-Camera conditioning (not stated in the paper; see ``README.md``):
+Camera conditioning. The paper's encoder sees the noisy image only, e_φ(x_t) (the default, ``none``: use it with a
+view-relative triplane frame, where the input camera's pose in the frame is fixed up to its elevation). Options
+(our additions; see ``README.md``):
 
 - ``plucker``: six Plücker channels per pixel (ray direction d and moment o × d, in the triplane frame) are
   concatenated to the noisy image. Each pixel then knows the 3D line it sees, which is what a world-frame triplane
   needs.
 - ``embedding``: the flattened camera (c2w 3×4 and normalised intrinsics) goes through an MLP whose output is
   added to the time embedding (diffusers' ``class_embed_type="identity"``).
-- ``none``: no camera input (sensible only with the view-aligned triplane frame).
+- ``none`` (default): no camera input.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ class TriplaneEncoderConfig(InstantiateConfig):
     """GroupNorm groups in the U-Net (must divide every entry of ``block_out_channels``)."""
     upsample_channels: int = 128
     """Channels of the ×2 up-sampling blocks used when N is larger than the image (N/M must be a power of two)."""
-    camera_conditioning: Literal["plucker", "embedding", "none"] = "plucker"
-    """How the encoder sees the input camera (the paper does not say): Plücker ray channels, a camera embedding added
-    to the time embedding, or nothing."""
+    camera_conditioning: Literal["plucker", "embedding", "none"] = "none"
+    """How the encoder sees the input camera. ``none`` (the paper's e_φ(x_t): the noisy image and t only; pair it
+    with a view-relative ``triplane_frame``), or, as an option, Plücker ray channels or a camera embedding added to
+    the time embedding (needed by the ``world`` frame)."""
 
 
 class TriplaneEncoder(nn.Module):

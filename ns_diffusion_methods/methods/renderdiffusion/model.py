@@ -64,14 +64,13 @@ class RenderDiffusionModelConfig(ModelConfig):
     (0, 0, 0): the denoiser adds its own background (see ``background``)."""
     diffusion: ImageDiffusionConfig = field(default_factory=ImageDiffusionConfig)
     """The DDPM (T, β schedule, reverse steps)."""
-    triplane_frame: Literal["world", "yaw", "view"] = "world"
-    """Frame of the triplane (the paper does not say). ``world`` (default): the dataset's aligned frame; the encoder
-    sees the camera (``encoder.camera_conditioning``). Monocular training then supervises the renderer from every
-    azimuth, and at high noise (where x_t says little about the view) the triplane must render correctly from any
-    training camera, which is what makes it 3D. ``yaw``: the world frame turned about the up axis so the input camera
-    is at azimuth 0; ``view``: the input camera's own axes. In ``yaw`` and ``view`` the encoder's feature maps are
-    laid onto the planes image-aligned (``geometry.image_aligned_planes``) and novel views use relative poses, but
-    the renderer only ever sees the input azimuth in training, so other azimuths are unconstrained (README)."""
+    triplane_frame: Literal["world", "yaw", "view"] = "yaw"
+    """Frame of the triplane (the paper's encoder sees x_t only, so the frame must follow the input camera).
+    ``yaw`` (default): the world frame turned about the up axis so the input camera is at azimuth 0 (floor kept
+    horizontal); ``view``: the input camera's own axes. In both the encoder's feature maps are laid onto the planes
+    image-aligned (``geometry.image_aligned_planes``) and novel views are rendered with relative poses. ``world``:
+    the dataset's aligned frame; the encoder must then see the camera (``encoder.camera_conditioning`` ``plucker``
+    or ``embedding``), as it cannot tell the azimuth from the image of a symmetric scene (README)."""
     background: Literal["learned", "white", "black"] = "learned"
     """Colour seen by rays that leave the box without hitting anything. RenderDiffusion's scenes have a backdrop,
     so one colour is learned by default."""
@@ -84,8 +83,8 @@ class RenderDiffusionModelConfig(ModelConfig):
     use_ema: bool = True
     """Use the EMA weights for reconstruction, generation, inpainting and evaluation."""
     reconstruction_t_r: int = 0
-    """Single-view reconstruction noise level t_r (0: one clean pass, the most faithful; the paper uses 40 for real
-    photographs)."""
+    """Single-view reconstruction noise level t_r (0: one clean pass, the paper's setting for renders; the paper uses
+    40 for real photographs)."""
     reconstruction_steps: int = -1
     """Reverse steps from t_r to 0 (-1: as dense as ``diffusion.num_inference_steps`` over T)."""
 
@@ -104,6 +103,10 @@ class RenderDiffusionDenoiser(nn.Module):
         if any(c != 0.0 for c in config.renderer.background):
             raise ValueError(f"`renderer.background` must be (0, 0, 0) for RenderDiffusion (the denoiser adds its own "
                              f"background, see `background`), but is {config.renderer.background}.")
+        if config.triplane_frame == "world" and config.encoder.camera_conditioning == "none":
+            raise ValueError("`triplane_frame` 'world' needs an encoder that sees the camera, but "
+                             "`encoder.camera_conditioning` is 'none'. Set --pipeline.model.triplane-frame yaw (the "
+                             "default) or --pipeline.model.encoder.camera-conditioning plucker.")
         self.renderer = config.renderer.setup()
         initial = {"learned": 0.5, "white": 1.0, "black": 0.0}[config.background]
         self.background = nn.Parameter(torch.full((3,), initial), requires_grad=config.background == "learned")
@@ -132,6 +135,11 @@ class RenderDiffusionDenoiser(nn.Module):
             ``rgb [B, R, 3]`` in [0, 1], ``accumulation [B, R, 1]``, ``depth [B, R, 1]`` (distance along the ray).
         """
         origins, directions = pixel_rays(camera_to_worlds, intrinsics, height, width, pixel_indices)
+        return self.render_rays(triplanes, origins, directions)
+
+    def render_rays(self, triplanes: Triplanes, origins: Tensor, directions: Tensor) -> Dict[str, Tensor]:
+        """ρ_ψ on world-frame rays ``[B, R, 3]``: ray b goes through triplane b. Many views of one triplane are
+        rendered as one long ray batch of that triplane (no copy of the planes per view)."""
         rot = triplanes.rotations
         origins = torch.einsum("bij,brj->bri", rot, origins)  # world -> triplane frame
         directions = torch.einsum("bij,brj->bri", rot, directions)

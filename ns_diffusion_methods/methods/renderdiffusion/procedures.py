@@ -48,6 +48,10 @@ class Denoiser(Protocol):
                pixel_indices: Optional[Tensor] = None) -> dict:
         """ρ_ψ: render cameras ``[B, 3, 4]``; returns at least ``rgb [B, R, 3]`` in [0, 1]."""
 
+    def render_rays(self, triplanes: Triplanes, origins: Tensor, directions: Tensor) -> dict:
+        """ρ_ψ on world-frame rays ``[B, R, 3]`` (ray batch b through triplane b); returns at least
+        ``rgb [B, R, 3]``."""
+
 
 def _to_image(rgb: Tensor, height: int, width: int) -> Tensor:
     """``[B, H*W, 3]`` -> ``[B, 3, H, W]``."""
@@ -199,24 +203,33 @@ def render_views(denoiser: Denoiser, triplanes: Triplanes, camera_to_worlds: Ten
                  height: int, width: int, rays_per_chunk: int = 4096) -> Tensor:
     """Render V cameras per triplane.
 
+    Each triplane is rendered once per chunk of views: the rays of several views go through the one triplane as a
+    single ray batch (``denoiser.render_rays``), so memory does not grow with V (no copy of the planes per view).
+
     Args:
         triplanes: B triplanes.
         camera_to_worlds: ``[B, V, 3, 4]``.
         intrinsics: ``[B, V, 4]``.
+        rays_per_chunk: rays rendered at once (at least one whole view).
 
     Returns:
         ``[B, V, 3, H, W]`` in [0, 1].
     """
+    from ns_diffusion_methods.methods.renderdiffusion.geometry import pixel_rays
+
     B, V = camera_to_worlds.shape[:2]
-    planes = triplanes.planes.repeat_interleave(V, dim=0)  # [B*V, 3, n_f, N, N]
-    rotations = triplanes.rotations.repeat_interleave(V, dim=0)
-    c2w = camera_to_worlds.reshape(B * V, 3, 4)
-    K = intrinsics.reshape(B * V, 4)
     pixels = height * width
     per_chunk = max(1, rays_per_chunk // pixels)
-    images = []
-    for start in range(0, B * V, per_chunk):
-        sl = slice(start, start + per_chunk)
-        rgb = denoiser.render(Triplanes(planes[sl], rotations[sl]), c2w[sl], K[sl], height, width)["rgb"]
-        images.append(_to_image(rgb, height, width))
-    return torch.cat(images).reshape(B, V, 3, height, width).clamp(0, 1)
+    out = []
+    for b in range(B):
+        one = triplanes[b: b + 1]
+        images = []
+        for start in range(0, V, per_chunk):
+            c2w, K = camera_to_worlds[b, start: start + per_chunk], intrinsics[b, start: start + per_chunk]
+            origins, directions = pixel_rays(c2w, K, height, width)  # [v, H*W, 3]
+            v = origins.shape[0]
+            rgb = denoiser.render_rays(one, origins.reshape(1, v * pixels, 3),
+                                       directions.reshape(1, v * pixels, 3))["rgb"]
+            images.append(_to_image(rgb.reshape(v, pixels, 3), height, width))
+        out.append(torch.cat(images))
+    return torch.stack(out).clamp(0, 1)

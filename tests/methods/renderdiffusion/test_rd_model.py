@@ -40,7 +40,7 @@ def test_encoder_output_depends_on_the_camera_only_when_conditioned(conditioning
     conditioned = RenderDiffusionDenoiser(_config(conditioning), SIZE).eval()
     planes = conditioned.encode(image, t, c2w, intrinsics).planes
     assert (planes[0] - planes[1]).abs().max() > 1e-4
-    blind = RenderDiffusionDenoiser(_config("none"), SIZE).eval()
+    blind = RenderDiffusionDenoiser(_config("none", "yaw"), SIZE).eval()  # no camera input: a view-relative frame
     planes = blind.encode(image, t, c2w, intrinsics).planes
     torch.testing.assert_close(planes[0], planes[1])
 

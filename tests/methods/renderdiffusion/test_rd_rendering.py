@@ -25,7 +25,8 @@ BACKGROUND = torch.tensor([0.5, 0.5, 0.5])
 def _denoiser(frame: str = "world") -> RenderDiffusionDenoiser:
     config = RenderDiffusionModelConfig(
         encoder=TriplaneEncoderConfig(triplane_resolution=SIZE, triplane_channels=4, block_out_channels=(8, 16),
-                                      attention_levels=(), layers_per_block=1, norm_num_groups=4),
+                                      attention_levels=(), layers_per_block=1, norm_num_groups=4,
+                                      camera_conditioning="plucker" if frame == "world" else "none"),
         decoder=TriplaneDecoderConfig(num_hidden_layers=0, position_input=False, plane_reduce="mean",
                                       density_bias=0.0),
         renderer=BoxVolumeRendererConfig(num_samples=48, num_importance_samples=48, background=(0.0, 0.0, 0.0)),

@@ -154,3 +154,47 @@ def test_inpaint_rejects_an_empty_mask(trained, floor_objects, tmp_path):
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "empty.png")
     with pytest.raises(DataError, match="no white pixels"):
         InpaintCommand(load_config=trained, image=image_path, mask=tmp_path / "empty.png", output=tmp_path).main()
+
+
+def test_reconstruct_command_writes_a_turntable_and_the_triplane(trained, floor_objects, tmp_path, monkeypatch):
+    """``ns-diffusion reconstruct renderdiffusion``: an image of another size is resized, t_r > 0 runs the reverse
+    steps with a progress bar, and the saved triplane renders the written turntable."""
+    from ns_diffusion_methods.methods.renderdiffusion import commands, procedures
+
+    console = recording_console()
+    monkeypatch.setattr(commands, "CONSOLE", console)
+    image_path = sorted((floor_objects / "test").glob("*/rgb/*.png"))[0]
+    Image.open(image_path).resize((24, 20)).save(tmp_path / "other_size.png")
+    out = tmp_path / "r"
+    assert cli_main(["reconstruct", "renderdiffusion", "--load-config", str(trained), "--image",
+                     str(tmp_path / "other_size.png"), "--t-r", "20", "--num-steps", "3", "--num-views", "3",
+                     "--camera-index", "1", "--scale", "1", "--output", str(out)]) == 0
+    shown = console.export_text()
+    assert "resizing it to the model's 16x16" in shown and "Reconstruction: reverse steps" in shown
+    assert Image.open(out / "reconstruction_turntable.png").size == (3 * 16, 16)
+    assert Image.open(out / "reconstruction_turntable.gif").n_frames == 3
+    assert Image.open(out / "input.png").size == (16, 16)
+    saved = torch.load(out / "triplane.pt")
+    assert saved["planes"].shape == (1, 3, 4, 16, 16) and saved["t_r"] == 20
+    pipeline, _, _ = _load(trained)
+    train_c2w = pipeline.datamanager.train_dataset.cameras.camera_to_worlds[1].cpu()
+    torch.testing.assert_close(saved["camera_to_world"][0], train_c2w)
+    # the turntable's first frame is the saved triplane rendered at the image's camera
+    with torch.no_grad():
+        frame = procedures.render_views(pipeline.model.sampling_denoiser,
+                                        procedures.Triplanes(saved["planes"], saved["rotations"]),
+                                        saved["camera_to_world"][None], saved["intrinsics"][None], 16, 16)[0, 0]
+    strip = np.asarray(Image.open(out / "reconstruction_turntable.png").convert("RGB"))[:, :16]
+    expected = (frame.permute(1, 2, 0).numpy() * 255).round()
+    assert np.abs(strip.astype(float) - expected).max() <= 1
+    # defaults: t_r from the run (0: one clean pass), output under outputs/ns-diffusion/reconstruct/renderdiffusion
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["reconstruct", "renderdiffusion", "--load-config", str(trained), "--image", str(image_path),
+                     "--num-views", "2", "--scale", "1"]) == 0
+    (default,) = (tmp_path / "outputs" / "ns-diffusion" / "reconstruct" / "renderdiffusion").iterdir()
+    assert torch.load(default / "triplane.pt")["t_r"] == 0
+    from ns_diffusion_methods.errors import UserFacingError
+
+    with pytest.raises(UserFacingError, match="--t-r"):
+        cli_main(["reconstruct", "renderdiffusion", "--load-config", str(trained), "--image", str(image_path),
+                  "--t-r", "5000"])

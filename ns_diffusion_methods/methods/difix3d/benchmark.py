@@ -1,5 +1,10 @@
 """Benchmark ``difix3d-sparse-views``: does the 3D machinery turn good fixes into better evaluation views?
 
+An **integration check, not evidence** for Difix3D: the oracle fixer returns the ground truth of each pseudo camera
+and the pseudo cameras end on the evaluation cameras, so the difix3d methods are trained on (blurred) ground truth of
+the views they are scored on, and their gain cannot fail to appear. The evidence with a fixer learned on other scenes
+is ``difix3d-learned`` (:mod:`~ns_diffusion_methods.methods.difix3d.learned_benchmark`).
+
 On a synthetic ``sparse-views`` capture (training views on one side of a room, evaluation views on the other), for
 each backbone (nerfacto, splats), with nerfstudio's real ``ns-train``/``ns-eval`` code paths:
 

@@ -754,15 +754,7 @@ def write_objects(
                 out = render_rays(scene, origins, directions)
                 rgb = out["rgb"].reshape(num_views, size, s, size, s, 3).mean(dim=(2, 4))
                 images = to_image_uint8(rgb).numpy()
-                obj_dir = folder / split / name
-                (obj_dir / "pose").mkdir(parents=True)
-                for view, (c2w, image) in enumerate(zip(c2ws, images)):
-                    save_image(image, obj_dir / "rgb" / f"{view:06d}.png")
-                    pose = opengl_to_opencv(c2w).reshape(-1)
-                    (obj_dir / "pose" / f"{view:06d}.txt").write_text(
-                        " ".join(repr(float(v)) for v in pose) + "\n", encoding="utf-8")
-                (obj_dir / "intrinsics.txt").write_text(
-                    f"{focal!r} {centre!r} {centre!r} 0.\n0. 0. 0.\n1.\n{size} {size}\n", encoding="utf-8")
+                write_srn_object(folder / split / name, c2ws, images, focal, centre, size)
                 meta["objects"][name] = {
                     "split": split, "scene": scene.to_dict(),
                     "views": [{"azimuth": az, "elevation": el} for az, el in angles]}
@@ -774,6 +766,22 @@ def write_objects(
                                     views=list(views), background=background, max_primitives=max_primitives),
                     folder / "capture.json")
     return Path(output)
+
+
+def write_srn_object(obj_dir: Path, c2ws: Sequence[np.ndarray], images: np.ndarray, focal: float, centre: float,
+                     size: int, masks: Optional[np.ndarray] = None) -> None:
+    """One object in the SRN layout: ``rgb/NNNNNN.png``, ``pose/NNNNNN.txt`` (OpenCV camera-to-world, from the
+    OpenGL ``c2ws``), ``intrinsics.txt`` and, with ``masks`` (``[V, H, W]`` bool), ``mask/NNNNNN.png`` (0/255)."""
+    (obj_dir / "pose").mkdir(parents=True)
+    for view, (c2w, image) in enumerate(zip(c2ws, images)):
+        save_image(image, obj_dir / "rgb" / f"{view:06d}.png")
+        if masks is not None:
+            save_image(masks[view].astype(np.uint8) * 255, obj_dir / "mask" / f"{view:06d}.png")
+        pose = opengl_to_opencv(c2w).reshape(-1)
+        (obj_dir / "pose" / f"{view:06d}.txt").write_text(" ".join(repr(float(v)) for v in pose) + "\n",
+                                                            encoding="utf-8")
+    (obj_dir / "intrinsics.txt").write_text(f"{focal!r} {centre!r} {centre!r} 0.\n0. 0. 0.\n1.\n{size} {size}\n",
+                                            encoding="utf-8")
 
 
 def _object_rays(c2w: np.ndarray, focal: float, centre: float, size: int,

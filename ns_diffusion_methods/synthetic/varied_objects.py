@@ -24,7 +24,6 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ns_diffusion_methods.data.images import save_image
 from ns_diffusion_methods.errors import UserFacingError
 from ns_diffusion_methods.synthetic.captures import (
     GENERATOR_NAME,
@@ -41,8 +40,8 @@ from ns_diffusion_methods.synthetic.captures import (
     _object_rays,
     _write_json,
     look_at_opengl,
-    opengl_to_opencv,
     spherical_eye,
+    write_srn_object,
 )
 from ns_diffusion_methods.synthetic.render import render_rays, to_image_uint8
 from ns_diffusion_methods.synthetic.scene import Floor, Primitive, Scene, Texture
@@ -156,16 +155,7 @@ def write_varied_objects(
                 c2ws = [look_at_opengl(spherical_eye(OBJECT_CAMERA_RADIUS, az, el), (0.0, 0.0, 0.0))
                         for az, el in angles]
                 images, masks = render_object_views(scene, c2ws, size)
-                obj_dir = folder / split / name
-                (obj_dir / "pose").mkdir(parents=True)
-                for view, (c2w, image, mask) in enumerate(zip(c2ws, images, masks)):
-                    save_image(image, obj_dir / "rgb" / f"{view:06d}.png")
-                    save_image(mask.astype(np.uint8) * 255, obj_dir / "mask" / f"{view:06d}.png")
-                    pose = opengl_to_opencv(c2w).reshape(-1)
-                    (obj_dir / "pose" / f"{view:06d}.txt").write_text(
-                        " ".join(repr(float(v)) for v in pose) + "\n", encoding="utf-8")
-                (obj_dir / "intrinsics.txt").write_text(
-                    f"{focal!r} {centre!r} {centre!r} 0.\n0. 0. 0.\n1.\n{size} {size}\n", encoding="utf-8")
+                write_srn_object(folder / split / name, c2ws, images, focal, centre, size, masks=masks)
                 meta["objects"][name] = {"split": split, "scene": scene.to_dict(),
                                          "views": [{"azimuth": az, "elevation": el} for az, el in angles]}
                 done += num_views

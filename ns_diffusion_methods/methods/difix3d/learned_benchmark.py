@@ -17,7 +17,11 @@ cameras on the opposite arc), with every image that is scored kept out of everyt
    also ``rgb_fixed`` (Difix3D+: the learned fixer applied once more at render time). Ablations (``ablations``):
    ``identity`` (pseudo views left unfixed: what the pseudo-view training alone does), ``direct`` (no progressive
    walk: the pseudo cameras jump to their targets at the first round), ``no-reference`` (a fixer trained and used
-   without reference views).
+   without reference views). ``variants`` score further settings of the method (``flags``), with the learned fixer or,
+   as their own control, the identity fixer (``fixer: identity``).
+3. **Families** (``families``, settings in ``family_settings``): the test protocol runs for each named backbone,
+   ``nerfacto`` (``nerfacto`` vs ``difix3d-nerfacto``) and ``splat`` (the splatfacto model vs ``difix3d-splat``), with
+   one fixer, learned on the pairs of the ``pairs_family`` base (like the paper's single Difix for both backbones).
 
 :func:`plan_split` decides which captures feed what and refuses overlapping seeds; :func:`check_no_leak` verifies, on
 pixel contents, that no image of a test scene is among the fixer's training or validation pairs, and that the
@@ -34,7 +38,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from rich.console import Console
 
@@ -264,8 +268,10 @@ def train_learned_fixer(pairs_json: Path, output: Path, settings: Dict[str, Any]
 # rows
 
 
-def _metric_row(method: str, seed: int, results: Dict[str, Any], suffix: str = "", **extra: Any) -> Dict[str, Any]:
-    row: Dict[str, Any] = {"kind": "test", "method": method, "seed": seed}
+def _metric_row(method: str, seed: int, results: Dict[str, Any], suffix: str = "", family: Optional[str] = None,
+                **extra: Any) -> Dict[str, Any]:
+    row: Dict[str, Any] = {"kind": "test", **({"family": family} if family is not None else {}), "method": method,
+                           "seed": seed}
     for metric in ("psnr", "ssim", "lpips"):
         if f"{metric}{suffix}" in results:
             row[metric] = round(float(results[f"{metric}{suffix}"]), 4)
@@ -279,25 +285,35 @@ def _spread(values: Sequence[float]) -> Dict[str, float]:
     return {"mean": mean, "std": std}
 
 
-def summary_rows(rows: List[Dict[str, Any]], base_method: str) -> List[Dict[str, Any]]:
-    """Per method over the test seeds: mean and standard deviation of PSNR, SSIM, the PSNR gain over the base of
-    the same seed, and of the wall-time ratio."""
-    per_seed_base = {r["seed"]: r for r in rows if r.get("kind") == "test" and r["method"] == base_method}
-    methods: List[str] = []
-    for r in rows:
-        if r.get("kind") == "test" and r["method"] not in methods:
-            methods.append(r["method"])
+def summary_rows(rows: List[Dict[str, Any]], base_method: Union[str, Dict[str, str]]) -> List[Dict[str, Any]]:
+    """Per family and method over the test seeds: mean and standard deviation of PSNR, SSIM, the PSNR gain over the
+    base of the same family and seed, and of the wall-time ratio. ``base_method``: the base's label, or a mapping
+    family -> base label (rows carry ``family``)."""
+    bases = base_method if isinstance(base_method, dict) else None
+    tests = [r for r in rows if r.get("kind") == "test"]
+
+    def base_of(family: Optional[str]) -> str:
+        return bases.get(family, "") if bases is not None else str(base_method)
+
+    per_seed_base = {(r.get("family"), r["seed"]): r for r in tests if r["method"] == base_of(r.get("family"))}
+    groups: List[tuple] = []
+    for r in tests:
+        if (r.get("family"), r["method"]) not in groups:
+            groups.append((r.get("family"), r["method"]))
     summary = []
-    for method in methods:
-        group = [r for r in rows if r.get("kind") == "test" and r["method"] == method]
+    for family, method in groups:
+        group = [r for r in tests if r.get("family") == family and r["method"] == method]
         row: Dict[str, Any] = {"kind": "summary", "method": method, "seed": f"mean ± std, n={len(group)}"}
+        if family is not None:
+            row = {"kind": "summary", "family": family, **{k: v for k, v in row.items() if k != "kind"}}
         for metric in ("psnr", "ssim"):
             values = [r[metric] for r in group if metric in r]
             if values:
                 spread = _spread(values)
                 row[metric], row[f"{metric}_std"] = round(spread["mean"], 3), round(spread["std"], 3)
-        gains = [r["psnr"] - per_seed_base[r["seed"]]["psnr"] for r in group if r["seed"] in per_seed_base]
-        if gains and method != base_method:
+        gains = [r["psnr"] - per_seed_base[(family, r["seed"])]["psnr"] for r in group
+                 if (family, r["seed"]) in per_seed_base]
+        if gains and method != base_of(family):
             spread = _spread(gains)
             row["psnr_gain_db"], row["psnr_gain_std"] = round(spread["mean"], 2), round(spread["std"], 2)
             row["wins"] = f"{sum(g > 0 for g in gains)}/{len(gains)}"
@@ -312,27 +328,76 @@ def summary_rows(rows: List[Dict[str, Any]], base_method: str) -> List[Dict[str,
 # the benchmark
 
 
+IDENTITY_FLAGS = ["pipeline.fixer:identity"]
+
+
 def _fixer_flags(model: Path) -> List[str]:
     return ["pipeline.fixer:difix", "--pipeline.fixer.model", str(model)]
+
+
+@dataclass
+class Family:
+    """One backbone the test protocol runs on: its base and its difix3d method (``family_settings`` entries)."""
+
+    name: str
+    base: Dict[str, Any]
+    difix: Dict[str, Any]
+    base_label: str
+    difix_label: str
+
+
+def select_families(params: Dict[str, Any]) -> List[Family]:
+    """The families named in ``families`` (default: ``nerfacto``), with their ``family_settings``."""
+    settings = params.get("family_settings") or {}
+    names = params.get("families", ["nerfacto"])
+    if isinstance(names, str):
+        names = [names]
+    if not names or not isinstance(names, (list, tuple)) or len(set(names)) != len(names):
+        raise UserFacingError(f"`families` in {DEFINITION} (or --set families=[...]) must be a list of distinct "
+                              f"family names from `family_settings` ({sorted(settings)}), but is {names!r}.")
+    families = []
+    for name in names:
+        if name not in settings:
+            raise UserFacingError(f"Family {name!r} has no entry in `family_settings` of {DEFINITION}: use one of "
+                                  f"{sorted(settings)}, or add its base and difix methods there.")
+        entry = settings[name]
+        if "base" not in entry or "difix" not in entry:
+            raise UserFacingError(f"`family_settings.{name}` in {DEFINITION} needs `base` and `difix` (each a "
+                                  f"`method` with its `flags`).")
+        families.append(Family(name, entry["base"], entry["difix"], entry.get("base_label", entry["base"]["method"]),
+                               entry.get("difix_label", entry["difix"]["method"])))
+    return families
+
+
+def pairs_base(params: Dict[str, Any]) -> Dict[str, Any]:
+    """The base method whose renders make the fixer's pairs (``pairs_family``, default ``nerfacto``)."""
+    settings = params.get("family_settings") or {}
+    name = params.get("pairs_family", "nerfacto")
+    if name not in settings:
+        raise UserFacingError(f"`pairs_family: {name}` in {DEFINITION} is not in `family_settings` "
+                              f"({sorted(settings)}).")
+    return settings[name]["base"]
 
 
 def run(spec: Dict[str, Any], output_dir: Path, console: Console) -> List[Dict[str, Any]]:
     """Run the benchmark (see the module docstring); returns per-seed rows, summary rows and the fixer's rows."""
     from ns_diffusion_methods.benchmark.nerfstudio_runs import latest_checkpoint
-    from ns_diffusion_methods.methods.difix3d.benchmark import _train
+    from ns_diffusion_methods.methods.difix3d.benchmark import _train, has_fixer
 
     params = spec.get("params", {})
     plan = plan_split(params, output_dir)
+    families = select_families(params)
     ablations = list(params.get("ablations", []))
     unknown = sorted(set(ablations) - {"identity", "direct", "no-reference"})
     if unknown:
         raise UserFacingError(f"Unknown ablations {unknown} in {DEFINITION}: use identity, direct, no-reference.")
+    for variant in params.get("variants", []):
+        if not isinstance(variant, dict) or "label" not in variant or variant.get("fixer", "learned") not in (
+                "learned", "identity"):
+            raise UserFacingError(f"Each of `variants` in {DEFINITION} needs a `label`, optional `flags` and optional "
+                                  f"`fixer` (learned or identity), but got {variant!r}.")
     base_iterations = int(params.get("base_iterations", 100))
     fix_iterations = int(params.get("fix_iterations", 100))
-    base = params["base"]
-    difix = params["difix"]
-    difix_label = params.get("difix_label", difix["method"])
-    base_label = params.get("base_label", base["method"])
     fixing = ["--pipeline.fix-start-step", str(base_iterations),
               "--pipeline.steps-per-fix", str(params.get("steps_per_fix", 10)),
               *[str(f) for f in params.get("fixing_flags", [])]]
@@ -345,11 +410,20 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Console) -> List[Dict[s
     trained = params.get("trained_fixer")
     if trained:  # a fixer this benchmark trained before: its pairs are checked against these test scenes
         pairs = Path(trained["pairs"])
+        model = Path(trained["model"])
+        if not pairs.is_file() or not model.is_dir():
+            raise UserFacingError(f"`trained_fixer` in {DEFINITION} (or --set) names {model} (a model folder, "
+                                  f"RUN/fixer/model) and {pairs} (RUN/pairs/data.json); one of them does not exist. "
+                                  f"Give an earlier run's folders, or set trained_fixer=null to train a fixer.")
         counts = check_no_leak(plan, [pairs])
-        fixers = {"difix": {"model": Path(trained["model"]), "seconds": 0.0,
-                            "train_pairs": len(_records(pairs, "train"))}}
+        fixers = {"difix": {"model": model, "seconds": 0.0, "train_pairs": len(_records(pairs, "train"))}}
+        earlier = model.parent.parent / "fixer.json"  # what that run measured of its fixer (RUN/fixer.json)
+        if earlier.is_file():
+            measured = json.loads(earlier.read_text()).get("difix", {})
+            if Path(str(measured.get("model", ""))).resolve() == model.resolve():
+                fixers["difix"].update({k: v for k, v in measured.items() if k != "model"})
     else:
-        made = make_pairs(plan, base, base_iterations, output_dir, console)
+        made = make_pairs(plan, pairs_base(params), base_iterations, output_dir, console)
         pairs = made["pairs"]
         counts = check_no_leak(plan, [pairs])
         fixers = {"difix": train_learned_fixer(pairs, output_dir / "fixer", params.get("fixer", {}), console)}
@@ -371,14 +445,16 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Console) -> List[Dict[s
         console.print(f"Fixer ({name}): held-out pairs {info.get('unfixed_psnr', math.nan):.2f} -> "
                       f"{info.get('fixed_psnr', math.nan):.2f} dB ({info.get('gain_db', math.nan):+.2f})")
 
-    variants = [("", _fixer_flags(fixers["difix"]["model"]), step_size)]
+    learned = _fixer_flags(fixers["difix"]["model"])
+    variants = [("", learned, step_size)]
     if "identity" in ablations:
-        variants.append((" (identity fixer)", ["pipeline.fixer:identity"], step_size))
+        variants.append((" (identity fixer)", IDENTITY_FLAGS, step_size))
     if "direct" in ablations:
-        variants.append((" (no progressive walk)", _fixer_flags(fixers["difix"]["model"]),
-                         ["--pipeline.step-size", str(DIRECT_STEP_SIZE)]))
-    for variant in params.get("variants", []):  # further settings of the method, with the learned fixer
-        variants.append((f" ({variant['label']})", _fixer_flags(fixers["difix"]["model"]),
+        variants.append((" (no progressive walk)", learned, ["--pipeline.step-size", str(DIRECT_STEP_SIZE)]))
+    for variant in params.get("variants", []):  # further settings of the method, with the learned or identity fixer
+        identity = variant.get("fixer", "learned") == "identity"
+        variants.append((f" ({variant['label']}{', identity fixer' if identity else ''})",
+                         IDENTITY_FLAGS if identity else learned,
                          [*step_size, *[str(f) for f in variant.get("flags", [])]]))
     if "no-reference" in ablations:
         variants.append((" (no reference)", _fixer_flags(fixers["no-reference"]["model"]), step_size))
@@ -386,33 +462,40 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Console) -> List[Dict[s
     total = base_iterations + fix_iterations
     test_rows: List[Dict[str, Any]] = []
     for scene in plan.test:
-        folder = output_dir / "runs" / f"test-{scene.seed}"
-        console.rule(f"[bold]test scene {scene.seed}[/bold]: {base_label} for {base_iterations} steps")
-        phase1 = _train(base["method"], scene.capture, folder / "base", base, base_iterations, [])
-        checkpoint_dir = latest_checkpoint(phase1["config"]).parent
-        console.rule(f"[bold]test scene {scene.seed}[/bold]: {base_label}, {fix_iterations} more steps")
-        baseline = _train(base["method"], scene.capture, folder / "base-continued", base, fix_iterations, [],
-                          load_dir=checkpoint_dir)
-        test_rows.append(_metric_row(base_label, scene.seed, baseline["results"], iterations=total,
-                                     fix_phase_s=round(baseline["seconds"], 1), wall_ratio=1.0))
-        for index, (suffix, fixer_flags, steps) in enumerate(variants):
-            label = f"{difix_label}{suffix}"
-            console.rule(f"[bold]test scene {scene.seed}[/bold]: {label}, {fix_iterations} more steps")
-            improved = _train(difix["method"], scene.capture, folder / f"difix3d-{index}", difix, fix_iterations,
-                              fixer_flags, load_dir=checkpoint_dir, extra=[*fixing, *steps])
-            ratio = improved["seconds"] / baseline["seconds"]
-            gain = float(improved["results"]["psnr"]) - float(baseline["results"]["psnr"])
-            test_rows.append(_metric_row(label, scene.seed, improved["results"], iterations=total,
-                                         fix_phase_s=round(improved["seconds"], 1), wall_ratio=round(ratio, 2),
-                                         psnr_gain_db=round(gain, 2)))
-            if "psnr_fixed" in improved["results"] and suffix != " (identity fixer)":
-                fixed_gain = float(improved["results"]["psnr_fixed"]) - float(baseline["results"]["psnr"])
-                test_rows.append(_metric_row(f"{label} + rgb_fixed (Difix3D+)", scene.seed, improved["results"],
-                                             suffix="_fixed", iterations=total, psnr_gain_db=round(fixed_gain, 2)))
-            console.print(f"seed {scene.seed}: {base_label} {baseline['results']['psnr']:.2f} dB, {label} "
-                          f"{improved['results']['psnr']:.2f} dB ({gain:+.2f}), rgb_fixed "
-                          f"{improved['results'].get('psnr_fixed', math.nan):.2f} dB")
-    rows = [*summary_rows(test_rows, base_label), *rows, *test_rows]
+        for family in families:
+            folder = output_dir / "runs" / f"test-{scene.seed}" / family.name
+            # a base that is a difix3d preset without rounds (the splat base) still needs a fixer it never calls
+            base_fixer = IDENTITY_FLAGS if has_fixer(family.base["method"]) else []
+            heading = f"[bold]test scene {scene.seed}, {family.name}[/bold]"
+            console.rule(f"{heading}: {family.base_label} for {base_iterations} steps")
+            phase1 = _train(family.base["method"], scene.capture, folder / "base", family.base, base_iterations,
+                            base_fixer)
+            checkpoint_dir = latest_checkpoint(phase1["config"]).parent
+            console.rule(f"{heading}: {family.base_label}, {fix_iterations} more steps")
+            baseline = _train(family.base["method"], scene.capture, folder / "base-continued", family.base,
+                              fix_iterations, base_fixer, load_dir=checkpoint_dir)
+            test_rows.append(_metric_row(family.base_label, scene.seed, baseline["results"], family=family.name,
+                                         iterations=total, fix_phase_s=round(baseline["seconds"], 1),
+                                         wall_ratio=1.0))
+            for index, (suffix, fixer_flags, steps) in enumerate(variants):
+                label = f"{family.difix_label}{suffix}"
+                console.rule(f"{heading}: {label}, {fix_iterations} more steps")
+                improved = _train(family.difix["method"], scene.capture, folder / f"difix3d-{index}", family.difix,
+                                  fix_iterations, fixer_flags, load_dir=checkpoint_dir, extra=[*fixing, *steps])
+                ratio = improved["seconds"] / baseline["seconds"]
+                gain = float(improved["results"]["psnr"]) - float(baseline["results"]["psnr"])
+                test_rows.append(_metric_row(label, scene.seed, improved["results"], family=family.name,
+                                             iterations=total, fix_phase_s=round(improved["seconds"], 1),
+                                             wall_ratio=round(ratio, 2), psnr_gain_db=round(gain, 2)))
+                if "psnr_fixed" in improved["results"] and fixer_flags is not IDENTITY_FLAGS:
+                    fixed_gain = float(improved["results"]["psnr_fixed"]) - float(baseline["results"]["psnr"])
+                    test_rows.append(_metric_row(f"{label} + rgb_fixed (Difix3D+)", scene.seed, improved["results"],
+                                                 suffix="_fixed", family=family.name, iterations=total,
+                                                 psnr_gain_db=round(fixed_gain, 2)))
+                console.print(f"seed {scene.seed}: {family.base_label} {baseline['results']['psnr']:.2f} dB, "
+                              f"{label} {improved['results']['psnr']:.2f} dB ({gain:+.2f}), rgb_fixed "
+                              f"{improved['results'].get('psnr_fixed', math.nan):.2f} dB")
+    rows = [*summary_rows(test_rows, {f.name: f.base_label for f in families}), *rows, *test_rows]
     (output_dir / "fixer.json").write_text(json.dumps({k: {kk: str(vv) if isinstance(vv, Path) else vv
                                                            for kk, vv in v.items()} for k, v in fixers.items()},
                                                       indent=2))

@@ -7,6 +7,10 @@ state no one wants to recompute (inpainted images, pseudo views, per-object code
 
 - writes each checkpoint to a temporary file in a sibling folder, flushes it to disk, and moves it into place with an
   atomic ``os.replace``; only then are older checkpoints deleted;
+- lets a pipeline put large tensors into its checkpoint piece by piece (:class:`StreamedTensor` values in what its
+  ``checkpoint_state_dict()`` returns, when it has that method; otherwise ``state_dict()``), so that no full copy of
+  them is made in memory; the file is an ordinary ``torch.save`` checkpoint all the same (``torch.load``,
+  ``ns-eval``, ``--load-dir`` read it as usual);
 - resumes (``--load-dir``) from the newest checkpoint that is complete, ignoring anything else in the folder;
 - says at its start, and records in ``config.yml`` (``untrained_models``), which pretrained diffusion models of the run
   have random weights (``tiny``; :mod:`ns_diffusion_methods.diffusion.untrained`);
@@ -22,11 +26,13 @@ state no one wants to recompute (inpainted images, pseudo views, per-object code
 
 from __future__ import annotations
 
+import copy
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Literal, Optional, Type
+from typing import Any, Callable, Iterable, Iterator, List, Literal, Optional, Tuple, Type
 
 import torch
 import tyro
@@ -53,9 +59,138 @@ def partial_dir_of(folder: Path) -> Path:
     return folder.parent / f".{folder.name}-partial"
 
 
+@dataclass(frozen=True)
+class StreamedTensor:
+    """A checkpoint tensor written in pieces: the file holds one ordinary tensor of ``shape`` and ``dtype``, but it
+    is never whole in memory while it is written (see :func:`atomic_torch_save`)."""
+
+    shape: Tuple[int, ...]
+    dtype: torch.dtype
+    pieces: Callable[[], Iterable[torch.Tensor]]
+    """Called once at write time; yields consecutive pieces along the first dimension (any device, converted to
+    ``dtype`` on the CPU one at a time) whose concatenation is the tensor."""
+
+
+def _tensor_leaves(original: Any, layout: Any) -> Iterator[Tuple[Any, torch.Tensor]]:
+    """Pairs (value in ``original``, tensor at the same place in ``layout``) for every tensor of ``layout``, which is
+    ``original`` saved and loaded back (dicts, lists and tuples are walked)."""
+    if isinstance(layout, torch.Tensor):
+        yield original, layout
+    elif isinstance(layout, dict):
+        for key, value in layout.items():
+            yield from _tensor_leaves(original[key], value)
+    elif isinstance(layout, (list, tuple)):
+        for item, value in zip(original, layout):
+            yield from _tensor_leaves(item, value)
+
+
+def _with_placeholders(obj: Any) -> Any:
+    """``obj`` with each :class:`StreamedTensor` replaced by an uninitialised CPU tensor of its shape and dtype (never
+    written to, so never given physical memory; ``torch.save`` under ``skip_data`` reads no tensor data)."""
+    if isinstance(obj, StreamedTensor):
+        return torch.empty(obj.shape, dtype=obj.dtype)
+    if isinstance(obj, dict):
+        copied = copy.copy(obj)  # keeps attributes, e.g. the ``_metadata`` (module versions) of a state dict
+        for key, value in obj.items():
+            copied[key] = _with_placeholders(value)
+        return copied
+    if isinstance(obj, list):
+        return [_with_placeholders(value) for value in obj]
+    if isinstance(obj, tuple):
+        return tuple(_with_placeholders(value) for value in obj)
+    return obj
+
+
+def has_streamed_tensors(obj: Any) -> bool:
+    """Whether a :class:`StreamedTensor` is anywhere in ``obj`` (dicts, lists and tuples are searched)."""
+    if isinstance(obj, StreamedTensor):
+        return True
+    if isinstance(obj, dict):
+        return any(has_streamed_tensors(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(has_streamed_tensors(value) for value in obj)
+    return False
+
+
+def streaming_supported() -> bool:
+    """Whether this torch can write :class:`StreamedTensor` s piece by piece (``skip_data`` and storage offsets of
+    torch >= 2.6); older versions write them whole (:func:`_materialized`)."""
+    version = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+    return hasattr(torch.serialization, "skip_data") and version >= (2, 6)
+
+
+def _materialized(obj: Any) -> Any:
+    """``obj`` with each :class:`StreamedTensor` replaced by its whole tensor (the fallback of older torch versions:
+    the same file, at the cost of one full copy in memory while it is written)."""
+    if isinstance(obj, StreamedTensor):
+        return torch.cat([piece.detach().to("cpu", obj.dtype) for piece in obj.pieces()]).reshape(obj.shape)
+    if isinstance(obj, dict):
+        if not has_streamed_tensors(obj):
+            return obj
+        copied = copy.copy(obj)
+        for key, value in obj.items():
+            copied[key] = _materialized(value)
+        return copied
+    if isinstance(obj, list):
+        return [_materialized(value) for value in obj]
+    if isinstance(obj, tuple):
+        return tuple(_materialized(value) for value in obj)
+    return obj
+
+
+def _pwrite_all(fd: int, data: torch.Tensor, offset: int) -> int:
+    """Write the bytes of the contiguous CPU tensor ``data`` at ``offset`` of file ``fd``; returns the byte count."""
+    view = memoryview(data.reshape(-1).view(torch.uint8).numpy())
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+    return done
+
+
+def _save_streamed(obj: Any, handle) -> None:
+    """``torch.save(obj, handle)`` where ``obj`` holds :class:`StreamedTensor` s, written piece by piece.
+
+    torch writes the checkpoint's structure with room for every tensor (``torch.serialization.skip_data``); the
+    offsets of that room are read back (``torch.load(map_location="meta")``) and each tensor's bytes written there:
+    ordinary tensors whole (one at a time, as ``torch.save`` does), streamed ones piece by piece.
+    """
+    with torch.serialization.skip_data():
+        torch.save(_with_placeholders(obj), handle)
+    handle.flush()
+    layout = torch.load(handle.name, map_location="meta", weights_only=False)
+    fd = handle.fileno()
+    written = set()
+    for original, meta in _tensor_leaves(obj, layout):
+        offset = getattr(meta.untyped_storage(), "_checkpoint_offset", None)
+        if offset is None:
+            raise RuntimeError(f"This torch ({torch.__version__}) does not report where tensors lie in a checkpoint "
+                               f"(storage._checkpoint_offset); checkpoints with streamed tensors need torch >= 2.6.")
+        if offset in written:  # a storage shared by several tensors
+            continue
+        written.add(offset)
+        expected = meta.untyped_storage().nbytes()
+        if isinstance(original, StreamedTensor):
+            size = 0
+            for piece in original.pieces():
+                size += _pwrite_all(fd, piece.detach().to("cpu", original.dtype).contiguous(), offset + size)
+            if size != expected:
+                raise RuntimeError(f"A streamed checkpoint tensor of shape {original.shape} yielded {size} bytes, "
+                                   f"expected {expected}.")
+        else:
+            storage = original.untyped_storage()
+            storage = storage if storage.device.type == "cpu" else storage.cpu()
+            _pwrite_all(fd, torch.empty(0, dtype=torch.uint8).set_(storage), offset)
+    with zipfile.ZipFile(handle.name) as archive:
+        records = sum(1 for name in archive.namelist() if name.partition("/")[2].startswith("data/"))
+    if records != len(written):
+        raise RuntimeError(f"{records} tensors were written to {handle.name}, but only {len(written)} of them could be "
+                           f"filled: tensors inside objects other than dicts, lists and tuples cannot be streamed.")
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to ``path`` so that ``path`` is either absent, the old file, or the complete new file.
 
+    :class:`StreamedTensor` s in ``obj`` are written piece by piece (the file is an ordinary ``torch.save`` file).
     Truncated files left in the partial folder by an earlier, killed process are removed first.
     """
     partial_dir = partial_dir_of(path.parent)
@@ -66,7 +201,10 @@ def atomic_torch_save(obj, path: Path) -> None:
             leftover.unlink(missing_ok=True)
     partial = partial_dir / f"{path.name}.{pid}"
     with open(partial, "wb") as handle:
-        torch.save(obj, handle)
+        if has_streamed_tensors(obj) and streaming_supported():
+            _save_streamed(obj, handle)
+        else:
+            torch.save(_materialized(obj), handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, path)
@@ -162,13 +300,15 @@ class DiffusionTrainer(Trainer):
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:
-        """Save pipeline, optimizers, schedulers and scaler atomically, then prune older checkpoints if asked."""
+        """Save pipeline (its ``checkpoint_state_dict()`` if it has one, else ``state_dict()``), optimizers,
+        schedulers and scaler atomically, then prune older checkpoints if asked."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        checkpoint_state = getattr(pipeline, "checkpoint_state_dict", pipeline.state_dict)
         atomic_torch_save({
             "step": step,
-            "pipeline": pipeline.state_dict(),
+            "pipeline": checkpoint_state(),
             "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),

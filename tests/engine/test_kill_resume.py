@@ -22,8 +22,9 @@ write), and then
 optimizers are nerfstudio's ordinary checkpoint content, resumed in ``tests/methods/renderdiffusion``), so it has no
 test here.
 
-The last test kills a process in the middle of an :func:`atomic_torch_save` and checks that the previous checkpoint
-is still the newest complete one, for this package's resume and for nerfstudio's own checkpoint lookup.
+The last tests kill a process in the middle of an :func:`atomic_torch_save` (of any checkpoint; of an SSDNeRF
+checkpoint whose per-object codes are being streamed in) and check that the previous checkpoint is still the newest
+complete one, for this package's resume and for nerfstudio's own checkpoint lookup, and that it loads.
 
 Runs on the CPU; nothing is downloaded (the subprocesses go through an unreachable proxy, so LPIPS is reported
 unavailable instead of fetching weights).
@@ -436,3 +437,95 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint_newest(
     atomic_torch_save({"weights": torch.ones(3)}, folder / "step-000000006.ckpt")
     assert list(partial_dir_of(folder).iterdir()) == []
     assert latest_complete_step(folder) == 6
+
+
+#: a process that saves an SSDNeRF model's checkpoint (codes streamed chunk by chunk, as the package's trainer writes
+#: them), trains on, then writes the next checkpoint slowly (one object per chunk, a pause per chunk) and says when it
+#: is in the middle of the codes
+_SLOW_CODES_WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+
+    import torch
+    from nerfstudio.data.scene_box import SceneBox
+
+    from ns_diffusion_methods.engine.trainer import atomic_torch_save
+    from ns_diffusion_methods.methods.ssdnerf import checkpoints
+    from ns_diffusion_methods.methods.ssdnerf.diffusion import CodeUNetConfig
+    from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModelConfig
+
+    folder = Path(sys.argv[1])
+    torch.manual_seed(0)
+    config = SSDNeRFModelConfig(code_channels=2, code_resolution=8, code_init_scale=0.5, unet=CodeUNetConfig(
+        block_out_channels=(16, 32), layers_per_block=1, attention_resolutions=(4,), attention_head_dim=8,
+        norm_num_groups=8))
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    model = config.setup(scene_box=box, num_train_data=40, metadata={"num_objects": 40})
+
+    def save(step):
+        state = model.state_dict()
+        state.update(checkpoints.streamed_code_state(model, "", "bfloat16", chunk_objects=1))
+        atomic_torch_save({"step": step, "pipeline": state}, folder / f"step-{step:09d}.ckpt")
+
+    model.code_adam_step(torch.arange(0, 40, 2), torch.randn(20, *model.code_shape), lr=0.05)
+    save(5)
+    torch.save({name: getattr(model, name) for name in ("codes_pre", "code_steps")}, folder.parent / "at-step-5.pt")
+    model.code_adam_step(torch.arange(40), torch.randn(40, *model.code_shape), lr=0.05)
+
+    real_chunks = checkpoints._chunks
+
+    def slow_chunks(buffer, chunk_objects):
+        for index, chunk in enumerate(real_chunks(buffer, chunk_objects)):
+            if buffer is model.codes_pre and index == 10:
+                print("in the middle of the codes of step 10", flush=True)
+            time.sleep(0.1)
+            yield chunk
+
+    checkpoints._chunks = slow_chunks
+    save(10)
+    print("finished writing", flush=True)
+""")
+
+
+@pytest.mark.timeout(START_TIMEOUT_S)
+def test_sigkill_while_ssdnerf_codes_are_written_keeps_the_previous_checkpoint_loadable(tmp_path):
+    from nerfstudio.data.scene_box import SceneBox
+
+    from ns_diffusion_methods.methods.ssdnerf.diffusion import CodeUNetConfig
+    from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModelConfig
+
+    folder = tmp_path / "run" / "nerfstudio_models"
+    folder.mkdir(parents=True)
+    log_path = tmp_path / "writer.log"
+    proc = start([sys.executable, "-c", _SLOW_CODES_WRITER, str(folder)], log_path)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "in the middle of the codes of step 10" not in log_tail(log_path):
+            assert proc.poll() is None, f"the writer ended before it could be killed:\n{log_tail(log_path)}"
+            assert time.monotonic() < deadline, f"the writer never reached the codes:\n{log_tail(log_path)}"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        kill_group(proc)
+    assert "finished writing" not in log_tail(log_path)
+
+    # only the complete step 5 is in the folder, for this package's resume and for nerfstudio's lookup
+    assert os.listdir(folder) == ["step-000000005.ckpt"]
+    assert len(list(partial_dir_of(folder).glob("step-000000010.ckpt.*"))) == 1
+    assert latest_complete_step(folder) == 5
+    names = os.listdir(folder)
+    assert sorted(int(x[x.find("-") + 1: x.find(".")]) for x in names)[-1] == 5
+
+    # it loads (nerfstudio's torch.load) into a model, which has step 5's codes bit for bit and trains on from them
+    expected = load(tmp_path / "run" / "at-step-5.pt")
+    config = SSDNeRFModelConfig(code_channels=2, code_resolution=8, unet=CodeUNetConfig(
+        block_out_channels=(16, 32), layers_per_block=1, attention_resolutions=(4,), attention_head_dim=8,
+        norm_num_groups=8))
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    model = config.setup(scene_box=box, num_train_data=40, metadata={"num_objects": 40})
+    model.load_state_dict(torch.load(folder / "step-000000005.ckpt", map_location="cpu")["pipeline"])
+    assert torch.equal(model.codes_pre, expected["codes_pre"])
+    assert torch.equal(model.code_steps, expected["code_steps"]) and int(model.code_steps.sum()) == 20
+    model.code_adam_step(torch.tensor([0, 1]), torch.ones(2, *model.code_shape), lr=0.05)
+    assert model.code_steps[:2].tolist() == [2, 1]

@@ -10,6 +10,9 @@ The model holds everything that is learned or must survive a checkpoint:
   over codes reshaped to ``[3C, R, R]``, each with an EMA copy used at test time;
 - the EMA of mean(x0^2) that normalises the diffusion loss (c_diff / EMA, paper Eq. 4 text).
 
+The per-object buffers are large (8.7 GB for SRN cars); checkpoints write them in chunks with the moments in bfloat16,
+and loading copies them in chunks (:mod:`ns_diffusion_methods.methods.ssdnerf.checkpoints`).
+
 The single-stage training step (Algorithm 1, prior gradient caching) is in
 :mod:`ns_diffusion_methods.methods.ssdnerf.training`; the test-time procedures (guided sampling, fine-tuning,
 generation) in :mod:`ns_diffusion_methods.methods.ssdnerf.reconstruction`.
@@ -290,6 +293,15 @@ class SSDNeRFModel(Model):
         return beta
 
     # ------------------------------------------------------------------ nerfstudio Model API
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # the per-object buffers chunk by chunk (float32 or bfloat16 moments), then nn.Module's loading of the rest
+        from ns_diffusion_methods.methods.ssdnerf.checkpoints import load_code_state
+
+        load_code_state(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         # The codes are not here: each object's code is stepped by its own Adam (code_adam_step).
         return {"decoder": list(self.decoder.parameters()), "diffusion": list(self.unet.parameters())}

@@ -7,13 +7,15 @@
   from 1 and from 2 input views (guided sampling, then fine-tuning) and scores all other views; the JSON results hold
   ``psnr_1v``, ``ssim_1v``, ``lpips_1v`` (where available), their ``_std``, and the same for ``2v``.
 - The viewer gets a "Training object" slider choosing the object it renders.
+- :meth:`SSDNeRFPipeline.checkpoint_state_dict` (what the package's trainer saves) writes the per-object buffers in
+  chunks, with the Adam moments in bfloat16 (:mod:`ns_diffusion_methods.methods.ssdnerf.checkpoints`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.engine.optimizers import Optimizers
@@ -25,6 +27,7 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from ns_diffusion_methods.data.multi_object import MultiObjectDataManager, MultiObjectDataManagerConfig
 from ns_diffusion_methods.engine.pipeline import DiffusionPipeline
 from ns_diffusion_methods.errors import DataError, UserFacingError
+from ns_diffusion_methods.methods.ssdnerf.checkpoints import streamed_code_state
 from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModel, SSDNeRFModelConfig
 from ns_diffusion_methods.methods.ssdnerf.reconstruction import (
     ReconstructionSettings,
@@ -54,6 +57,13 @@ class SSDNeRFPipelineConfig(VanillaPipelineConfig):
     """Learning rate of the per-object code Adams (paper recons: 1e-2)."""
     code_betas: Tuple[float, float] = (0.9, 0.999)
     """Adam betas of the codes."""
+    checkpoint_moments: Literal["bfloat16", "float32"] = "bfloat16"
+    """Precision of the per-object Adam moments in checkpoints (the codes are always saved exactly, in float32).
+    bfloat16 (float32's exponent range, relative rounding <= 2^-8) makes a checkpoint 2/3 of the float32 size (SRN
+    cars: 5.8 instead of 8.7 GB); float32 resumes the optimiser bit for bit."""
+    checkpoint_chunk_objects: int = 64
+    """Objects per chunk when the per-object buffers are written to a checkpoint: the extra memory of a save (64
+    objects at paper settings: at most 75 MB)."""
 
     eval_num_input_views: Tuple[int, ...] = (1, 2)
     """Settings of the reconstruction protocol: numbers of input views (1-view and 2-view)."""
@@ -134,6 +144,16 @@ class SSDNeRFPipeline(DiffusionPipeline):
         """H x W of the training images (N_v of the rendering-loss weight counts pixels, not views)."""
         height, width = self.datamanager.train_images.shape[1:3]
         return int(height) * int(width)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state_dict(self) -> Dict[str, Any]:
+        """``state_dict()`` with the per-object buffers replaced by chunked writers (codes float32, moments in
+        ``checkpoint_moments``), for the package's trainer (:func:`~ns_diffusion_methods.engine.trainer.
+        atomic_torch_save`). The file it makes loads like any checkpoint (``load_state_dict``, ``ns-eval``)."""
+        state = self.state_dict()
+        state.update(streamed_code_state(self.model, "_model.", self.config.checkpoint_moments,
+                                         self.config.checkpoint_chunk_objects))
+        return state
 
     # ------------------------------------------------------------------ training
     def get_train_loss_dict(self, step: int):

@@ -29,6 +29,9 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "reconstruct renderdiffusion": ("ns_diffusion_methods.methods.renderdiffusion.commands", "ReconstructCommand",
                                     "Single-view 3D reconstruction of an image with a trained RenderDiffusion run: "
                                     "turntable and triplane."),
+    "reconstruct ssdnerf": ("ns_diffusion_methods.methods.ssdnerf.commands", "ReconstructCommand",
+                            "Reconstruct an object from 1 or 2 posed images with a trained SSDNeRF run (guided DDIM, "
+                            "then fine-tuning): turntable, re-rendered inputs and code."),
     "fix": ("ns_diffusion_methods.fixers.commands", "FixCommand",
             "Repair renders with the Difix single-step diffusion fixer (optionally with reference images)."),
     "train-fixer": ("ns_diffusion_methods.fixers.commands", "TrainFixerCommand",

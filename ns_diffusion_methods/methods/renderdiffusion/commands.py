@@ -21,47 +21,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-import numpy as np
 import torch
 import tyro
 from rich.console import Console
 from torch import Tensor
 from typing_extensions import Annotated
 
-from ns_diffusion_methods.data.images import read_image, resize_array, save_gif, save_image, to_uint8
+from ns_diffusion_methods.data.images import save_image
 from ns_diffusion_methods.errors import DataError, UserFacingError
+from ns_diffusion_methods.methods import commands_common
+from ns_diffusion_methods.methods.commands_common import enlarged, read_image_at_size, write_turntable
 
 CONSOLE = Console(stderr=True)
 
 
 def load_pipeline(config_path: Path):
     """The trained RenderDiffusion pipeline of a run, in eval mode (training images loaded for their cameras)."""
-    from nerfstudio.utils.eval_utils import eval_setup
+    from ns_diffusion_methods.methods.renderdiffusion.pipeline import RenderDiffusionPipelineConfig
 
-    from ns_diffusion_methods.methods.renderdiffusion.pipeline import RenderDiffusionPipeline
-
-    if not Path(config_path).is_file():
-        raise UserFacingError(f"No run config at {config_path}. Pass the config.yml that ns-train wrote "
-                              f"(outputs/<experiment>/renderdiffusion*/<timestamp>/config.yml).")
-    _, pipeline, checkpoint, _ = eval_setup(Path(config_path), test_mode="inference")
-    if not isinstance(pipeline, RenderDiffusionPipeline):
-        raise UserFacingError(f"{config_path} is a {type(pipeline).__name__} run, not a RenderDiffusion run.")
-    return pipeline, checkpoint
-
-
-def _enlarged(image: Tensor, scale: int) -> np.ndarray:
-    """``[3, H, W]`` in [0, 1] as ``uint8 [H * scale, W * scale, 3]`` (nearest-neighbour enlargement)."""
-    array = to_uint8(image)
-    return resize_array(array, (array.shape[0] * scale, array.shape[1] * scale), "nearest") if scale > 1 else array
-
-
-def write_turntable(frames: Tensor, folder: Path, stem: str, scale: int = 1) -> List[Path]:
-    """Write ``frames [V, 3, H, W]`` as one strip PNG and an animated GIF; returns the paths."""
-    images = [_enlarged(frame, scale) for frame in frames]
-    strip_path, gif_path = folder / f"{stem}_turntable.png", folder / f"{stem}_turntable.gif"
-    save_image(np.concatenate(images, axis=1), strip_path)
-    save_gif(images, gif_path)
-    return [strip_path, gif_path]
+    return commands_common.load_pipeline(config_path, RenderDiffusionPipelineConfig, "renderdiffusion")
 
 
 def turntable_cameras(camera_to_world: Tensor, intrinsics: Tensor, num_views: int) -> Tuple[Tensor, Tensor]:
@@ -120,56 +98,24 @@ class SampleCommand:
                 views, view_k = turntable_cameras(c2w[0], intrinsics[0], self.num_views)
                 frames = procedures.render_views(model.sampling_denoiser, triplanes, views, view_k, size, size)[0]
                 view_path = output / f"sample_{i:03d}_view.png"
-                save_image(_enlarged(image[0], self.scale), view_path)
+                save_image(enlarged(image[0], self.scale), view_path)
                 written += [view_path, *write_turntable(frames, output, f"sample_{i:03d}", self.scale)]
                 progress.advance(objects)
         CONSOLE.print(f"Wrote {len(written)} files to {output}")
         return 0
 
 
-def read_image_at_size(path: Path, size: int, mode: str) -> Tensor:
-    """An image file as ``[1, C, size, size]`` in [0, 1] (C = 3 for ``RGB``, 1 for ``L``), resized (bilinear for
-    images, nearest for masks) with a notice when its size differs."""
-    array = read_image(path, mode, hint="Check --image and --mask (PNG or JPEG files).")
-    if array.shape[:2] != (size, size):
-        CONSOLE.print(f"[yellow]{path} is {array.shape[1]}x{array.shape[0]}; resizing it to the model's {size}x{size}."
-                      f"[/yellow]")
-        array = resize_array(array, (size, size), "bilinear" if mode == "RGB" else "nearest")
-    tensor = torch.from_numpy(array.astype(np.float32) / 255.0)
-    return tensor.permute(2, 0, 1)[None] if tensor.dim() == 3 else tensor[None, None]
-
-
-def read_pose(path: Path, radius: float, center: Tuple[float, float, float]) -> Tensor:
-    """An SRN pose file (16 floats, OpenCV camera-to-world) as a normalised OpenGL ``[3, 4]`` camera."""
-    try:
-        values = np.loadtxt(path, dtype=np.float32).reshape(-1)
-    except (OSError, ValueError) as err:
-        raise DataError(f"Cannot read the pose file {path}: {err}") from None
-    if values.size != 16:
-        raise DataError(f"The pose file {path} must hold 16 numbers (a 4x4 camera-to-world matrix), "
-                        f"but holds {values.size}.")
-    c2w = torch.from_numpy(values.reshape(4, 4)[:3]).clone()
-    c2w[:, 1:3] *= -1  # OpenCV -> OpenGL
-    c2w[:, 3] = (c2w[:, 3] - torch.tensor(center)) / radius
-    return c2w
-
-
 def input_camera(pipeline, camera_index: int, pose: Optional[Path]) -> Tuple[Tensor, Tensor]:
     """The camera of a user's image: ``camera_to_worlds [1, 3, 4]`` and ``intrinsics [1, 4]`` on the model's device.
 
     The intrinsics are those of training camera ``camera_index``; the pose is that camera's, or the SRN pose file
-    ``pose`` normalised with the dataset's radius and centre."""
+    ``pose`` normalised with the dataset's radius and centre (:func:`~ns_diffusion_methods.methods.commands_common.
+    user_cameras`)."""
     from ns_diffusion_methods.methods.renderdiffusion.pipeline import camera_tensors
 
-    device = pipeline.model.device
-    c2w_all, k_all = camera_tensors(pipeline.datamanager.train_dataset.cameras)
-    if not 0 <= camera_index < c2w_all.shape[0]:
-        raise UserFacingError(f"`--camera-index` must be in [0, {c2w_all.shape[0] - 1}], but is {camera_index}.")
-    intrinsics = k_all[camera_index: camera_index + 1].to(device)
-    if pose is not None:
-        parser = pipeline.datamanager.dataparser  # the radius it normalised the run's cameras with
-        return read_pose(pose, parser.radius(), tuple(parser.config.center))[None].to(device), intrinsics
-    return c2w_all[camera_index: camera_index + 1].to(device), intrinsics
+    poses = [commands_common.read_pose_file(pose)] if pose is not None else []
+    c2w, intrinsics = camera_tensors(commands_common.user_cameras(pipeline, [camera_index], poses))
+    return c2w.to(pipeline.model.device), intrinsics.to(pipeline.model.device)
 
 
 @dataclass
@@ -210,8 +156,8 @@ class InpaintCommand:
         pipeline, checkpoint = load_pipeline(self.load_config)
         model = pipeline.model
         size = model.image_size
-        image = read_image_at_size(self.image, size, "RGB").to(model.device)
-        mask = (read_image_at_size(self.mask, size, "L") > 0.5).float().to(model.device)
+        image = read_image_at_size(self.image, size, "RGB", CONSOLE).to(model.device)
+        mask = (read_image_at_size(self.mask, size, "L", CONSOLE) > 0.5).float().to(model.device)
         if mask.sum() == 0:
             raise DataError(f"The mask {self.mask} has no white pixels: there is nothing to inpaint.")
         c2w, intrinsics = input_camera(pipeline, self.camera_index, self.pose)
@@ -228,7 +174,7 @@ class InpaintCommand:
         for name, tensor in (("inpainted", inpainted[0]), ("render", render[0]), ("input", image[0]),
                              ("mask", mask[0].expand(3, -1, -1))):
             path = output / f"{name}.png"
-            save_image(_enlarged(tensor, self.scale), path)
+            save_image(enlarged(tensor, self.scale), path)
             written.append(path)
         written += write_turntable(frames, output, "inpainted", self.scale)
         CONSOLE.print(f"Wrote {len(written)} files to {output}")
@@ -281,7 +227,7 @@ class ReconstructCommand:
         if num_steps is None and model.config.reconstruction_steps > 0:
             num_steps = model.config.reconstruction_steps
         size = model.image_size
-        image = read_image_at_size(self.image, size, "RGB").to(model.device)
+        image = read_image_at_size(self.image, size, "RGB", CONSOLE).to(model.device)
         c2w, intrinsics = input_camera(pipeline, self.camera_index, self.pose)
         generator = torch.Generator().manual_seed(self.seed)
         CONSOLE.print(f"Reconstructing {self.image} with {checkpoint} (t_r = {t_r}) ...")
@@ -302,7 +248,7 @@ class ReconstructCommand:
         written = []
         for name, tensor in (("input", image[0]), ("render", render[0])):
             path = output / f"{name}.png"
-            save_image(_enlarged(tensor, self.scale), path)
+            save_image(enlarged(tensor, self.scale), path)
             written.append(path)
         written += write_turntable(frames_tensor, output, "reconstruction", self.scale)
         triplane_path = output / "triplane.pt"

@@ -128,7 +128,7 @@ def test_sample_and_inpaint_commands(trained, floor_objects, tmp_path, monkeypat
 
 def test_pose_file_gives_the_training_camera_of_its_view(trained, floor_objects, tmp_path):
     """``inpaint --pose FILE`` reads an SRN pose as the run's dataparser placed that view (its radius and centre)."""
-    from ns_diffusion_methods.methods.renderdiffusion.commands import read_pose
+    from ns_diffusion_methods.methods.commands_common import read_pose
 
     pipeline, _, _ = _load(trained)
     parser = pipeline.datamanager.dataparser

@@ -6,7 +6,8 @@ Tensors are ``[3, H, W]`` (one image) or ``[N, C, H, W]`` (a batch), float in [0
 - reading: :func:`read_image` (a ``uint8`` array; transparency dropped or composited on white) and :func:`load_image`
   (a float tensor), :func:`image_size`, :func:`list_images`, :data:`IMAGE_SUFFIXES`;
 - writing: :func:`save_image` (a tensor or an array), :func:`save_gif` (an animation), :func:`to_uint8`;
-- resizing: :func:`resize_images` (float tensors, antialiased bicubic) and :func:`resize_array` (arrays, PIL filters).
+- resizing: :func:`resize_images` (float tensors, antialiased bicubic), :func:`resize_views` (``uint8 [V, H, W, 3]``
+  views, area averaging) and :func:`resize_array` (arrays, PIL filters).
 
 Import-light: PIL, numpy and torch.
 """
@@ -70,7 +71,7 @@ def read_image(path: Union[str, Path], mode: Literal["RGB", "L"] = "RGB", alpha:
                 rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
                 weight = rgba[..., 3:4] / 255.0
                 return np.floor(rgba[..., :3] * weight + 255.0 * (1.0 - weight) + 0.5).astype(np.uint8)
-            return np.asarray(image.convert(mode), dtype=np.uint8)
+            return np.asarray(image if image.mode == mode else image.convert(mode), dtype=np.uint8)
     except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
         raise DataError(f"Cannot read image {path} ({err}). {hint}") from None
 
@@ -135,6 +136,19 @@ def resize_images(images: Tensor, size: Tuple[int, int]) -> Tensor:
     return resized.to(dtype)
 
 
+def resize_views(images: Tensor, height: int, width: int) -> Tensor:
+    """``uint8 [V, H, W, 3]`` to ``uint8 [V, height, width, 3]``: area averaging when shrinking (for an integer factor
+    the mean of each block of pixels), bilinear interpolation when enlarging; a no-op at the same size."""
+    if tuple(images.shape[1:3]) == (height, width):
+        return images
+    x = images.permute(0, 3, 1, 2).to(torch.float32)
+    if height <= images.shape[1] and width <= images.shape[2]:
+        out = torch.nn.functional.interpolate(x, size=(height, width), mode="area")
+    else:
+        out = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def resize_array(array: np.ndarray, size: Tuple[int, int],
                  resample: Literal["nearest", "bilinear"] = "bilinear") -> np.ndarray:
     """Resize a ``uint8`` array [H, W, 3] or [H, W] to ``size`` (H, W) with PIL's filter; a no-op at the same size.
@@ -148,4 +162,4 @@ def resize_array(array: np.ndarray, size: Tuple[int, int],
 
 
 __all__ = ["IMAGE_SUFFIXES", "image_size", "list_images", "load_image", "read_image", "resize_array", "resize_images",
-           "save_gif", "save_image", "to_uint8"]
+           "resize_views", "save_gif", "save_image", "to_uint8"]

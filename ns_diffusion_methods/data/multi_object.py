@@ -1,9 +1,10 @@
 """Multi-object data for methods that learn over many objects (SSDNeRF, RenderDiffusion).
 
 nerfstudio's datamanagers assume one scene. Here the training split is many objects, each with its own views, and the
-held-out split is other objects with designated input views. :class:`MultiObjectDataManager` keeps every image in
-memory as ``uint8`` (the datasets are small: SRN cars are 6 GB at 128 px, the synthetic ``objects`` set a few MB),
-knows which object each image shows, and serves:
+held-out split is other objects with designated input views. :class:`MultiObjectDataManager` keeps every training
+image in memory as ``uint8`` (SRN cars: 6 GB at 128 px, decoded by a pool of threads; the synthetic ``objects`` set a
+few MB), decodes held-out objects only when evaluation asks for them (a few kept at a time), knows which object each
+image shows, and serves:
 
 - ``mode="rays"`` (SSDNeRF): a batch of B objects and, per object, R random rays drawn over the pixels of all its
   views (:meth:`MultiObjectDataManager.next_train`, or :meth:`~MultiObjectDataManager.sample_rays` for more rays of
@@ -37,17 +38,19 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from torch import Tensor
 from torch.nn import Parameter
 
+from ns_diffusion_methods.data.object_images import LazyObjectImages
 from ns_diffusion_methods.data.srn_dataparser import SRNDataParserConfig
 from ns_diffusion_methods.errors import DataError
 
 
 class InMemoryImageDataset(InputDataset):
-    """A nerfstudio ``InputDataset`` whose images come from a ``uint8 [N, H, W, 3]`` tensor instead of files.
+    """A nerfstudio ``InputDataset`` whose images come from a ``uint8 [N, H, W, 3]`` tensor instead of files (or a
+    :class:`~ns_diffusion_methods.data.object_images.LazyObjectImages`, which decodes them object by object).
 
     Each item also carries ``object_index`` and ``view_index`` (from the dataparser's metadata).
     """
 
-    def __init__(self, dataparser_outputs: DataparserOutputs, images: Tensor):
+    def __init__(self, dataparser_outputs: DataparserOutputs, images: Union[Tensor, LazyObjectImages]):
         super().__init__(dataparser_outputs, scale_factor=1.0)
         assert images.dtype == torch.uint8 and images.dim() == 4 and images.shape[-1] == 3, (images.dtype, images.shape)
         assert images.shape[0] == len(dataparser_outputs.image_filenames), (images.shape, len(self))
@@ -141,7 +144,8 @@ class MultiObjectDataManager(DataManager):
         if test_mode != "inference":
             eval_split = "test" if test_mode == "test" else "val"
             self.eval_dataparser_outputs = self.dataparser.get_dataparser_outputs(split=eval_split)
-            self.eval_dataset = InMemoryImageDataset(self.eval_dataparser_outputs, self.dataparser.images(eval_split))
+            self.eval_dataset = InMemoryImageDataset(self.eval_dataparser_outputs,
+                                                     self.dataparser.images(eval_split, lazy=True))
         self.generator = torch.Generator().manual_seed(config.seed + 1000 * local_rank)
         self._object_order: List[int] = []
         self._image_order: List[int] = []

@@ -17,7 +17,7 @@ the images must have the size ``intrinsics.txt`` declares. This module does not 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
@@ -44,29 +44,62 @@ def opencv_to_opengl(c2w: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class SRNObject:
-    """One object of an SRN split: all its views, in the order of their file names."""
+class SRNObjectFiles:
+    """One object of an SRN split without its pixels: its image files, poses and intrinsics (cheap to read for
+    thousands of objects; the images are decoded by :meth:`read_view`/:meth:`read_images` when needed)."""
 
     name: str
     """Folder name of the object."""
-    images: np.ndarray
-    """uint8 [V, H, W, 3] RGB images (alpha composited on white)."""
+    folder: Path
+    """The object folder."""
+    image_paths: List[Path]
+    """Its RGB files, sorted by name, matching ``c2w``."""
     c2w: np.ndarray
     """float32 [V, 4, 4] camera-to-world poses, OpenGL convention."""
     fx: float
     """Focal length in pixels (SRN has one focal; fy == fx)."""
     fy: float
-    """Focal length in pixels along y."""
+    """Focal length in pixels."""
     cx: float
     """Principal point x in pixels."""
     cy: float
     """Principal point y in pixels."""
     height: int
-    """Image height in pixels."""
+    """Image height in pixels (as ``intrinsics.txt`` declares)."""
     width: int
     """Image width in pixels."""
     view_names: List[str]
-    """File stems of the views (``000000``, ...), matching ``images`` and ``c2w``."""
+    """File stems of the views (``000000``, ...), matching ``image_paths`` and ``c2w``."""
+
+    @property
+    def num_views(self) -> int:
+        return len(self.image_paths)
+
+    def read_view(self, view: int) -> np.ndarray:
+        """View ``view`` as ``uint8 [H, W, 3]`` RGB (RGBA composited on white).
+
+        Raises:
+            DataError: the file cannot be read, or its size differs from ``intrinsics.txt``.
+        """
+        image_path = self.image_paths[view]
+        image = read_image(image_path, "RGB", alpha="white", hint="Replace or delete it (and its pose file).")
+        if image.shape[:2] != (self.height, self.width):
+            raise DataError(f"Image {image_path} is {image.shape[0]}x{image.shape[1]} (HxW) but "
+                            f"{self.folder / 'intrinsics.txt'} declares {self.height}x{self.width}. Resize the images "
+                            f"and rescale the intrinsics together.")
+        return image
+
+    def read_images(self) -> np.ndarray:
+        """All views as ``uint8 [V, H, W, 3]``."""
+        return np.stack([self.read_view(view) for view in range(self.num_views)])
+
+
+@dataclass
+class SRNObject(SRNObjectFiles):
+    """One object of an SRN split with all its views decoded, in the order of their file names."""
+
+    images: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 3), dtype=np.uint8))
+    """uint8 [V, H, W, 3] RGB images (alpha composited on white)."""
 
     @property
     def num_views(self) -> int:
@@ -102,12 +135,12 @@ def _read_pose(path: Path) -> np.ndarray:
     return values.reshape(4, 4)
 
 
-def read_srn_object(folder: Union[str, Path]) -> SRNObject:
-    """Read one SRN object folder (``rgb/``, ``pose/``, ``intrinsics.txt``).
+def read_srn_object_files(folder: Union[str, Path]) -> SRNObjectFiles:
+    """Read one SRN object folder's poses and intrinsics and list its images, without decoding them.
 
     Raises:
-        DataError: a missing folder or file, an image without a pose, an unreadable image, a malformed pose or
-            intrinsics file, or an image whose size differs from ``intrinsics.txt``; the message names the file.
+        DataError: a missing folder or file, an image without a pose, or a malformed pose or intrinsics file; the
+            message names the file.
     """
     folder = Path(folder)
     rgb_dir, pose_dir = folder / "rgb", folder / "pose"
@@ -118,24 +151,28 @@ def read_srn_object(folder: Union[str, Path]) -> SRNObject:
     image_paths = sorted(p for p in rgb_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not image_paths:
         raise DataError(f"No images in {rgb_dir} (expected rgb/NNNNNN.png).")
-    images, poses, names = [], [], []
+    poses = []
     for image_path in image_paths:
         pose_path = pose_dir / f"{image_path.stem}.txt"
-        if not pose_path.is_file():
+        try:
+            poses.append(_read_pose(pose_path))
+        except (FileNotFoundError, IsADirectoryError):
             raise DataError(f"Image {image_path} has no pose: {pose_path} is missing. Add the pose or delete the "
-                            f"image.")
-        image = read_image(image_path, "RGB", alpha="white",
-                           hint="Replace or delete it (and its pose file).")  # RGBA: on white
-        if image.shape[:2] != (height, width):
-            raise DataError(f"Image {image_path} is {image.shape[0]}x{image.shape[1]} (HxW) but "
-                            f"{folder / 'intrinsics.txt'} declares {height}x{width}. Resize the images and rescale "
-                            f"the intrinsics together.")
-        images.append(image)
-        poses.append(_read_pose(pose_path))
-        names.append(image_path.stem)
+                            f"image.") from None
     c2w = opencv_to_opengl(np.stack(poses)).astype(np.float32)
-    return SRNObject(name=folder.name, images=np.stack(images), c2w=c2w, fx=f, fy=f, cx=cx, cy=cy, height=height,
-                     width=width, view_names=names)
+    return SRNObjectFiles(name=folder.name, folder=folder, image_paths=image_paths, c2w=c2w, fx=f, fy=f, cx=cx, cy=cy,
+                          height=height, width=width, view_names=[p.stem for p in image_paths])
+
+
+def read_srn_object(folder: Union[str, Path]) -> SRNObject:
+    """Read one SRN object folder (``rgb/``, ``pose/``, ``intrinsics.txt``) with all its images decoded.
+
+    Raises:
+        DataError: a missing folder or file, an image without a pose, an unreadable image, a malformed pose or
+            intrinsics file, or an image whose size differs from ``intrinsics.txt``; the message names the file.
+    """
+    files = read_srn_object_files(folder)
+    return SRNObject(**{f.name: getattr(files, f.name) for f in fields(SRNObjectFiles)}, images=files.read_images())
 
 
 def split_of_folder(name: str) -> Optional[str]:
@@ -204,14 +241,7 @@ def find_split_folders(root: Union[str, Path]) -> Dict[str, Path]:
     return found
 
 
-def read_srn_objects(folder: Union[str, Path], max_objects: int = -1) -> List[SRNObject]:
-    """Read the object folders of ``folder`` (sorted by name; the first ``max_objects`` of them when > 0).
-
-    Raises:
-        DataError: the folder is missing or holds no object folders, or any object is invalid (see
-            :func:`read_srn_object`).
-    """
-    folder = Path(folder)
+def _object_folders(folder: Path, max_objects: int) -> List[Path]:
     if not folder.is_dir():
         raise DataError(f"The split folder {folder} does not exist. It must hold one folder per object "
                         f"(rgb/, pose/, intrinsics.txt).")
@@ -219,9 +249,35 @@ def read_srn_objects(folder: Union[str, Path], max_objects: int = -1) -> List[SR
     if not folders:
         raise DataError(f"The split folder {folder} holds no object folders (expected <object>/rgb, pose, "
                         f"intrinsics.txt).")
-    if max_objects > 0:
-        folders = folders[:max_objects]
-    return [read_srn_object(object_folder) for object_folder in folders]
+    return folders[:max_objects] if max_objects > 0 else folders
+
+
+def list_srn_objects(folder: Union[str, Path], max_objects: int = -1, workers: int = 1) -> List[SRNObjectFiles]:
+    """The objects of split folder ``folder`` without their pixels (sorted by name; the first ``max_objects`` when
+    > 0), read by ``workers`` threads (the many small pose files of a large dataset are mostly waiting on the disk).
+
+    Raises:
+        DataError: the folder is missing or holds no object folders, or any object is invalid (see
+            :func:`read_srn_object_files`).
+    """
+    folders = _object_folders(Path(folder), max_objects)
+    if workers <= 1 or len(folders) < 2:
+        return [read_srn_object_files(object_folder) for object_folder in folders]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(read_srn_object_files, folders))
+
+
+def read_srn_objects(folder: Union[str, Path], max_objects: int = -1) -> List[SRNObject]:
+    """Read the object folders of ``folder`` with their images (sorted by name; the first ``max_objects`` of them when
+    > 0).
+
+    Raises:
+        DataError: the folder is missing or holds no object folders, or any object is invalid (see
+            :func:`read_srn_object`).
+    """
+    return [read_srn_object(object_folder) for object_folder in _object_folders(Path(folder), max_objects)]
 
 
 def read_srn_split(root: Union[str, Path], split: str, max_objects: int = -1) -> List[SRNObject]:

@@ -28,8 +28,9 @@ What it produces, per split (``train`` reads the training objects, ``val`` and `
   as input; every other view of the object is scored. The defaults follow the PixelNeRF/SSDNeRF protocol (view 64,
   and views 64 and 104) where an object has those views, and are spread evenly over the object's views otherwise.
 
-The images themselves are read once and kept as ``uint8`` (:meth:`SRNDataParser.images`), for the multi-object
-datamanager (:mod:`ns_diffusion_methods.data.multi_object`).
+The pixels are decoded after those checks (:meth:`SRNDataParser.images`), for the multi-object datamanager
+(:mod:`ns_diffusion_methods.data.multi_object`): the training split by a pool of threads into one ``uint8`` tensor,
+the held-out split object by object when evaluation asks for it (:mod:`ns_diffusion_methods.data.object_images`).
 
 This module is import-light (it is loaded while nerfstudio discovers dataparsers): it imports only nerfstudio's
 dataparser, camera and scene-box modules and this package's reader.
@@ -40,15 +41,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Type
+from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
 
+from ns_diffusion_methods.data.object_images import LazyObjectImages, decode_object, load_object_images
 from ns_diffusion_methods.errors import DataError, install_excepthook
 
 
@@ -106,6 +107,11 @@ class SRNDataParserConfig(DataParserConfig):
     """How many objects of each split (evenly spaced) are checked, before training, to lie inside the scene box: the
     rays of their foreground pixels (those that differ from the colour of most image-border pixels) must pass through
     the box. 0 skips this check (the check that the cameras lie outside the box always runs)."""
+    load_workers: int = -1
+    """Threads that decode the training images (and list the objects' files); -1: one per CPU core, at most 16."""
+    eval_cache_objects: int = 8
+    """The held-out objects' images are decoded object by object when evaluation asks for them, and the last this
+    many objects are kept (the training images are all decoded when training starts)."""
     input_views_1v: Tuple[int, ...] = (64,)
     """Input view of each held-out object in the 1-view setting (PixelNeRF/SSDNeRF protocol: view 64). Objects
     without that view use view 0."""
@@ -120,17 +126,6 @@ FOREGROUND_TOLERANCE = 16
 REACH_MARGIN = 0.05
 #: more than this fraction of an object's foreground pixels outside the box stops loading
 OUTSIDE_FRACTION = 0.01
-
-
-def resize_images(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``uint8 [V, H, W, 3]`` to ``uint8 [V, height, width, 3]``: area averaging when shrinking (for an integer factor
-    the mean of each block of pixels), bilinear interpolation when enlarging."""
-    x = images.permute(0, 3, 1, 2).to(torch.float32)
-    if height <= images.shape[1] and width <= images.shape[2]:
-        out = F.interpolate(x, size=(height, width), mode="area")
-    else:
-        out = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
-    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def background_colour(images: torch.Tensor, tolerance: int = FOREGROUND_TOLERANCE) -> Optional[torch.Tensor]:
@@ -236,7 +231,8 @@ class SRNDataParser(DataParser):
 
     def __init__(self, config: SRNDataParserConfig):
         super().__init__(config=config)
-        self._images: Dict[str, torch.Tensor] = {}
+        self._images: Dict[str, Union[torch.Tensor, LazyObjectImages]] = {}
+        self._objects: Dict[str, Tuple[list, Tuple[int, int]]] = {}
 
     def split_folder(self, split: str) -> Path:
         """The folder whose object folders are read for nerfstudio split ``split`` (``train``, ``val``, ``test``).
@@ -302,10 +298,24 @@ class SRNDataParser(DataParser):
                 return 1.0, f"auto-detected: {meta} says the data was written by ns-diffusion-synth in box units"
         return 0.5, "auto-detected: the SRN default, as no meta.json of ns-diffusion-synth is there"
 
-    def images(self, split: str) -> torch.Tensor:
-        """The images of ``split`` read by the last :meth:`get_dataparser_outputs` call: ``uint8 [N, H, W, 3]``."""
-        if split not in self._images:
+    def images(self, split: str, lazy: bool = False) -> Union[torch.Tensor, LazyObjectImages]:
+        """The images of ``split`` (of the last :meth:`get_dataparser_outputs` call for it), ``uint8 [N, H, W, 3]``.
+
+        Args:
+            split: ``train``, ``val`` or ``test``.
+            lazy: return a :class:`~ns_diffusion_methods.data.object_images.LazyObjectImages` that decodes objects
+                when indexed (keeping ``eval_cache_objects`` of them) instead of decoding the whole split now with
+                ``load_workers`` threads.
+        """
+        if split not in self._objects:
             self.get_dataparser_outputs(split)
+        if split not in self._images or lazy != isinstance(self._images[split], LazyObjectImages):
+            objects, size = self._objects[split]
+            if lazy:
+                self._images[split] = LazyObjectImages(objects, size, self.config.eval_cache_objects)
+            else:
+                self._images[split] = load_object_images(objects, size, self.config.load_workers,
+                                                         description=f"Decoding the {split} images")
         return self._images[split]
 
     def _target_size(self, height: int, width: int) -> Tuple[int, int]:
@@ -321,13 +331,20 @@ class SRNDataParser(DataParser):
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         install_excepthook()  # a DataError below ends any ns-* command with an `Error:` line, stock methods too
-        from ns_diffusion_methods.data.srn import read_srn_objects
+        from ns_diffusion_methods.data.object_images import resolve_workers
+        from ns_diffusion_methods.data.srn import list_srn_objects
 
         radius, radius_origin = self._radius()
         folder = self.split_folder(split)
-        objects = read_srn_objects(folder, self.config.max_objects)
+        if self.config.load_workers != -1 and self.config.load_workers < 1:
+            raise DataError(f"`load_workers` must be -1 (one per CPU core) or >= 1, but is {self.config.load_workers}."
+                            f" Set `srn-data --load-workers`.")
+        if self.config.eval_cache_objects < 1:
+            raise DataError(f"`eval_cache_objects` must be >= 1, but is {self.config.eval_cache_objects}. Set "
+                            f"`srn-data --eval-cache-objects`.")
+        objects = list_srn_objects(folder, self.config.max_objects, resolve_workers(self.config.load_workers))
 
-        images, c2ws, fxs, fys, cxs, cys, filenames = [], [], [], [], [], [], []
+        c2ws, fxs, fys, cxs, cys, filenames = [], [], [], [], [], []
         object_indices, view_indices = [], []
         size = None
         for obj_idx, obj in enumerate(objects):
@@ -339,16 +356,12 @@ class SRNDataParser(DataParser):
                                 f"{folder / objects[0].name} has {objects[0].height}x{objects[0].width}. All objects "
                                 f"of a dataset must share one resolution (or one aspect ratio with "
                                 f"`srn-data --image-size`); resize the dataset.")
-            num_views = obj.images.shape[0]
-            object_images = torch.as_tensor(obj.images[..., :3])
+            num_views = obj.num_views
             sx, sy = width / obj.width, height / obj.height
-            if (height, width) != (obj.height, obj.width):
-                object_images = resize_images(object_images, height, width)
-            images.append(object_images)
             c2ws.append(torch.as_tensor(obj.c2w, dtype=torch.float32))
             for values, value in ((fxs, obj.fx * sx), (fys, obj.fy * sy), (cxs, obj.cx * sx), (cys, obj.cy * sy)):
                 values.append(torch.full((num_views,), float(value), dtype=torch.float32))
-            filenames += [_image_path(folder / obj.name, view) for view in obj.view_names]
+            filenames += list(obj.image_paths)
             object_indices.append(torch.full((num_views,), obj_idx, dtype=torch.long))
             view_indices.append(torch.arange(num_views, dtype=torch.long))
         assert size is not None
@@ -362,7 +375,7 @@ class SRNDataParser(DataParser):
         bound = self.config.scene_bound
         intrinsics = torch.stack([torch.cat(fxs), torch.cat(fys), torch.cat(cxs), torch.cat(cys)], dim=-1)
         self._check_cameras(c2w, filenames, folder, bound, radius, radius_origin)
-        self._check_content(objects, images, c2ws, intrinsics, object_indices, filenames, folder, bound, radius,
+        self._check_content(objects, size, c2ws, intrinsics, object_indices, filenames, folder, bound, radius,
                             radius_origin)
         cameras = Cameras(
             camera_to_worlds=c2w[:, :3, :4],
@@ -379,11 +392,12 @@ class SRNDataParser(DataParser):
         }
         if split != "train":
             metadata["input_views"] = {
-                k: [resolve_input_views(requested, obj.images.shape[0], k) for obj in objects]
+                k: [resolve_input_views(requested, obj.num_views, k) for obj in objects]
                 for k, requested in ((1, self.config.input_views_1v), (2, self.config.input_views_2v))
-                if all(obj.images.shape[0] > k for obj in objects)
+                if all(obj.num_views > k for obj in objects)
             }
-        self._images[split] = torch.cat(images)  # [N, H, W, 3] uint8
+        self._objects[split] = (objects, size)
+        self._images.pop(split, None)  # decoded by images() when asked for
         return DataparserOutputs(
             image_filenames=filenames,
             cameras=cameras,
@@ -413,7 +427,7 @@ class SRNDataParser(DataParser):
                         f"{limit:.3g} with `ns-train METHOD --data {self.config.data} srn-data --radius R` (SRN data "
                         f"uses 0.5), and --center if the objects are not centred at the origin.")
 
-    def _check_content(self, objects, images: List[torch.Tensor], c2ws: List[torch.Tensor], intrinsics: torch.Tensor,
+    def _check_content(self, objects, size: Tuple[int, int], c2ws: List[torch.Tensor], intrinsics: torch.Tensor,
                        object_indices: List[torch.Tensor], filenames: List[Path], folder: Path, bound: float,
                        radius: float, radius_origin: str) -> None:
         """Stop when what the images of (a sample of) the objects show lies outside the scene box."""
@@ -427,7 +441,7 @@ class SRNDataParser(DataParser):
             c2w = c2ws[obj_idx].clone()
             c2w[:, :3, 3] = (c2w[:, :3, 3] - center) / radius
             start, stop = int(offsets[obj_idx]), int(offsets[obj_idx + 1])
-            result = content_reach(images[obj_idx], c2w, intrinsics[start:stop], bound)
+            result = content_reach(decode_object(objects[obj_idx], size), c2w, intrinsics[start:stop], bound)
             if result.num_outside <= OUTSIDE_FRACTION * max(result.num_foreground, 1):
                 continue
             assert result.first_outside is not None
@@ -451,16 +465,4 @@ class SRNDataParser(DataParser):
                 f"{advice} (`srn-data --check-objects 0` skips this check.)")
 
 
-def _image_path(object_folder: Path, view_name: str) -> Path:
-    """The RGB file of view ``view_name`` (a file name or a stem) of an object."""
-    candidate = object_folder / "rgb" / view_name
-    if candidate.suffix.lower() in (".png", ".jpg", ".jpeg") and candidate.exists():
-        return candidate
-    for suffix in (".png", ".jpg", ".jpeg"):
-        if candidate.with_name(candidate.name + suffix).exists():
-            return candidate.with_name(candidate.name + suffix)
-    return candidate
-
-
-__all__ = ["ContentReach", "SRNDataParser", "SRNDataParserConfig", "content_reach", "ray_reach", "resize_images",
-           "resolve_input_views"]
+__all__ = ["ContentReach", "SRNDataParser", "SRNDataParserConfig", "content_reach", "ray_reach", "resolve_input_views"]

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from ns_diffusion_methods.data.images import resize_views
 from ns_diffusion_methods.data.srn_dataparser import (
     SRNDataParserConfig,
     background_colour,
     content_reach,
     ray_reach,
-    resize_images,
 )
 from ns_diffusion_methods.errors import DataError
 
@@ -130,10 +130,10 @@ def test_radius_comes_from_the_data_unless_set(floor_dataset, srn_cars):
 
 def test_resize_averages_pixel_blocks():
     images = torch.randint(0, 256, (2, 8, 6, 3), generator=torch.Generator().manual_seed(2)).to(torch.uint8)
-    small = resize_images(images, 4, 3)
+    small = resize_views(images, 4, 3)
     expected = images.float().reshape(2, 4, 2, 3, 2, 3).mean(dim=(2, 4)).round().to(torch.uint8)
     assert torch.equal(small, expected)
-    assert resize_images(images, 16, 12).shape == (2, 16, 12, 3)
+    assert resize_views(images, 16, 12).shape == (2, 16, 12, 3)
 
 
 def test_image_size_resizes_images_and_scales_intrinsics(objects_dataset, tmp_path):

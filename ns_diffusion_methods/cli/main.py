@@ -46,6 +46,9 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "masks": ("ns_diffusion_methods.data.commands", "MasksCommand",
               "Object masks of every frame from a 3D box around the object (the viewer's crop box) and the depth "
               "of a trained run: no painting; for mald-nerf."),
+    "masks-viewer": ("ns_diffusion_methods.data.commands", "MasksViewerCommand",
+                     "Open a trained run in the viewer with a panel to place that box around the object and write "
+                     "the masks."),
     "customize": ("ns_diffusion_methods.inpainters.commands", "CustomizeCommand",
                   "LoRA-customise an inpainting LDM on a capture with object masks (MALD-NeRF; cached)."),
 }

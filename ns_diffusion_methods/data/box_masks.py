@@ -4,7 +4,8 @@ of a trained run, instead of painting a mask per view (the command: :class:`.com
 The path from a phone video to ``mald-nerf`` without painting: ``ns-process-data`` writes the capture; a quick
 ``ns-train nerfacto`` (or splatfacto) learns its geometry; in the viewer, "Crop Viewport" shows a box (its centre,
 scale and rotation are the viewer's "Crop center", "Crop scale" and "Crop rotation"); place it around the object and
-pass the same numbers to this command.
+pass the same numbers to this command. ``ns-diffusion masks-viewer`` does both in the viewer: its panel places the box
+and writes the masks through :func:`masks_from_views`, as the command does (:mod:`.masks_viewer`).
 
 For every frame of the run (training and evaluation split alike: all of them were photographed with the object):
 
@@ -258,38 +259,64 @@ def _dataparser_transform(config: Any) -> Tuple[Tensor, float]:
     return torch.tensor(meta["transform"], dtype=torch.float64), float(meta["scale"])
 
 
+def run_views(config: Any) -> List[Tuple[Path, Any]]:
+    """Every frame of a run (its training and test split) as ``(image file, single camera)``, at the images' full
+    size, as nerfstudio's inference mode parses them (no image is opened). The command and the viewer's panel render
+    these same cameras, whatever resolution the viewer loaded the run at."""
+    dataparser = config.pipeline.datamanager.dataparser.setup()
+    if hasattr(dataparser, "downscale_factor"):
+        dataparser.downscale_factor = 1  # what the datamanager does in inference mode
+    views: List[Tuple[Path, Any]] = []
+    for split in ("train", "test"):
+        outputs = dataparser.get_dataparser_outputs(split=split)
+        views += [(Path(f), outputs.cameras[i:i + 1]) for i, f in enumerate(outputs.image_filenames)]
+    return views
+
+
+def capture_transform(config: Any, settings: BoxMaskSettings) -> Optional[Callable[[Tensor], Tensor]]:
+    """The map from run coordinates to the box's (``frame="capture"``), or None when the box is in the run's."""
+    if settings.frame != "capture":
+        return None
+    transform, scale = _dataparser_transform(config)
+    return lambda points: run_to_capture(points, transform, scale)
+
+
+def masks_from_views(model: Any, views: Sequence[Tuple[Path, Any]], capture: Path, box: Box,
+                     settings: BoxMaskSettings, output: Optional[Path] = None, in_place: bool = False,
+                     to_capture: Optional[Callable[[Tensor], Tensor]] = None,
+                     progress: Optional[Callable[[], None]] = None) -> Tuple[Any, DerivedMasks]:
+    """Derive the masks of ``views`` with ``model``, refuse a bad box, write the capture (``add_masks``).
+
+    Shared by the command (:func:`masks_from_run`) and the viewer's panel (:mod:`.masks_viewer`).
+
+    Returns:
+        add-masks' report and the derived masks (at render resolution).
+    """
+    from ns_diffusion_methods.data.add_masks import add_masks
+
+    derived = derive_masks(model, views, box, settings, to_capture, progress)
+    check_coverage(derived, box, settings)
+    with tempfile.TemporaryDirectory(prefix="ns-diffusion-masks-") as folder:
+        write_masks(derived, Path(folder))
+        return add_masks(capture, Path(folder), output=output, in_place=in_place), derived
+
+
 def masks_from_run(load_config: Path, box: Box, settings: BoxMaskSettings, output: Optional[Path] = None,
                    in_place: bool = False, data: Optional[Path] = None, console: Any = None) -> Any:
     """The command's work: load the run, derive every frame's mask, write the capture. Returns add-masks' report."""
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from ns_diffusion_methods.data.add_masks import add_masks
     from ns_diffusion_methods.engine.progress import progress_bars
 
     config, pipeline, _, _ = eval_setup(Path(load_config), test_mode="inference")
     capture = Path(data) if data is not None else _run_capture(config)
-    to_capture = None
-    if settings.frame == "capture":
-        transform, scale = _dataparser_transform(config)
-        to_capture = lambda points: run_to_capture(points, transform, scale)  # noqa: E731
-    datamanager = pipeline.datamanager
-    views: List[Tuple[Path, Any]] = []
-    for outputs in (datamanager.train_dataparser_outputs, _eval_outputs(datamanager)):
-        if outputs is None:
-            continue
-        views += [(Path(f), outputs.cameras[i:i + 1]) for i, f in enumerate(outputs.image_filenames)]
+    to_capture = capture_transform(config, settings)
+    views = run_views(config)
     with progress_bars() as progress:
         task = progress.add_task("Rendering the depth of every frame", total=len(views))
-        derived = derive_masks(pipeline.model, views, box, settings, to_capture, lambda: progress.advance(task))
-    check_coverage(derived, box, settings)
-    with tempfile.TemporaryDirectory(prefix="ns-diffusion-masks-") as folder:
-        write_masks(derived, Path(folder))
-        return add_masks(capture, Path(folder), output=output, in_place=in_place)
-
-
-def _eval_outputs(datamanager: Any) -> Optional[Any]:
-    dataset = getattr(datamanager, "eval_dataset", None)
-    return None if dataset is None else getattr(dataset, "_dataparser_outputs", None)
+        report, _ = masks_from_views(pipeline.model, views, capture, box, settings, output, in_place, to_capture,
+                                     lambda: progress.advance(task))
+    return report
 
 
 def coverage_summary(derived: DerivedMasks) -> Dict[str, float]:

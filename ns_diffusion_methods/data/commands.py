@@ -1,9 +1,12 @@
-"""``ns-diffusion`` commands on captures: ``add-masks`` and ``masks`` (the logic is in
-:mod:`ns_diffusion_methods.data.add_masks` and :mod:`ns_diffusion_methods.data.box_masks`)."""
+"""``ns-diffusion`` commands on captures: ``add-masks``, ``masks`` and ``masks-viewer`` (the logic is in
+:mod:`ns_diffusion_methods.data.add_masks`, :mod:`ns_diffusion_methods.data.box_masks` and
+:mod:`ns_diffusion_methods.data.masks_viewer`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import signal
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Tuple
 
@@ -55,8 +58,9 @@ class MasksCommand:
     (nerfacto or splatfacto): no painting. Writes the capture with object_mask_path entries for mald-nerf, as
     add-masks does.
 
-    In the viewer of the run, tick "Crop Viewport" and move the box (or type "Crop center", "Crop scale" and
-    "Crop rotation") until it holds the object and little else; pass those nine numbers to --box.
+    In the viewer of the run, open "Crop Viewport", tick "Enable" and move the box (or type "Crop center", "Crop
+    scale" and "Crop rotation") until it holds the object and little else; pass those nine numbers to --box. Or place
+    the box and write the masks in the viewer itself: ns-diffusion masks-viewer.
     """
 
     load_config: Annotated[Path, tyro.conf.arg(metavar="CONFIG")]
@@ -94,4 +98,57 @@ class MasksCommand:
         report = masks_from_run(self.load_config, box, settings, output=self.output, in_place=self.in_place,
                                 data=self.data)
         print(report.text(Path(f"the box {self.box}"), (0, 0)))
+        return 0
+
+
+@dataclass
+class ViewerFlags:
+    """Where the viewer serves (as ns-viewer's --viewer.websocket-host and --viewer.websocket-port)."""
+
+    websocket_host: str = "0.0.0.0"
+    """The host address the viewer listens on (0.0.0.0: every interface; 127.0.0.1: this machine only)."""
+    websocket_port: Optional[int] = None
+    """The port the viewer listens on; default: 7007, or the next free port."""
+
+
+@dataclass
+class MasksViewerCommand:
+    """Open a trained run in nerfstudio's viewer (as ns-viewer does) with an "Object masks" panel: place the box of
+    ns-diffusion masks around the object (numbers, or the gizmo drawn in the scene), then press "Write masks" to write
+    the capture with the masks; the panel shows each view's coverage and the equivalent ns-diffusion masks command.
+    Runs until stopped (Ctrl+C).
+    """
+
+    load_config: Annotated[Path, tyro.conf.arg(metavar="CONFIG")]
+    """config.yml of a run trained on the capture (a quick nerfacto is enough: 5-10k steps)."""
+    box: Annotated[Optional[str], tyro.conf.arg(metavar="CX,CY,CZ,SX,SY,SZ[,RX,RY,RZ]")] = None
+    """The panel's first box (in the viewer's coordinates, as ns-diffusion masks --box); default: the unit box at the
+    origin. Write --box=-0.5,... when the first number is negative."""
+    output: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR")] = None
+    """The panel's output folder: a copy of the capture with the masks is written there (a new or empty folder); it
+    can be typed in the panel too."""
+    min_accumulation: float = 0.5
+    """The panel's first Min accumulation (as ns-diffusion masks --min-accumulation)."""
+    min_component: float = 0.05
+    """The panel's first Min component (as ns-diffusion masks --min-component)."""
+    dilate: Tuple[int, int] = (5, 5)
+    """The panel's first dilation, K N (as ns-diffusion masks --dilate)."""
+    viewer: ViewerFlags = field(default_factory=ViewerFlags)
+    """Where the viewer serves."""
+
+    def main(self) -> int:
+        """Open the viewer with the panel; returns when the viewer is stopped."""
+        from ns_diffusion_methods.data.box_masks import Box, BoxMaskSettings
+        from ns_diffusion_methods.data.masks_viewer import open_viewer
+
+        box = Box.parse(self.box) if self.box is not None else None
+        if not self.load_config.is_file():
+            raise UserFacingError(f"--load-config {self.load_config} does not exist; pass the config.yml of a run "
+                                  f"trained on the capture (outputs/<capture>/nerfacto/<time>/config.yml).")
+        settings = BoxMaskSettings(frame="run", min_accumulation=self.min_accumulation,
+                                   min_component=self.min_component, dilation=tuple(self.dilate))
+        # stopped with SIGTERM, exit as on Ctrl+C: nerfstudio's data workers of the loaded run end with the viewer
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        open_viewer(self.load_config, box, settings, self.output, self.viewer.websocket_host,
+                    self.viewer.websocket_port)
         return 0

@@ -270,3 +270,110 @@ def test_the_benchmark_box_holds_the_object_and_its_true_pixels_lie_in_the_captu
     truth = true_object_pixels(scene, meta, frame)
     captured = read_object_mask(capture / frame["object_mask_path"])  # the object and its shadow
     assert truth.any() and (truth & ~captured).sum() <= 0.05 * truth.sum()
+
+
+# ------------------------------------------------------------------------------------ the viewer's panel (no browser)
+def test_the_viewers_crop_box_gives_the_same_numbers_as_box():
+    """The panel's "Use the crop box" reads nerfstudio's crop (ControlPanel.crop_obb): Crop center, Crop scale and Crop
+    rotation are --box's numbers, and the box holds what the viewer's crop holds."""
+    from types import SimpleNamespace
+
+    from nerfstudio.data.scene_box import OrientedBox
+
+    from ns_diffusion_methods.data.masks_viewer import crop_box_of
+
+    centre, rpy, scale = (0.1, -0.2, 0.3), (0.3, -0.4, 1.1), (1.0, 0.6, 1.4)
+    box = crop_box_of(SimpleNamespace(crop_obb=OrientedBox.from_params(centre, rpy, scale)))
+    assert np.allclose(box.center, centre) and np.allclose(box.size, scale) and np.allclose(box.rotation, rpy)
+    points = torch.rand(4000, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 3 - 1.5
+    theirs = OrientedBox.from_params(centre, rpy, scale).within(points)
+    assert torch.equal(box.contains(points), theirs) and theirs.any()
+
+
+def test_the_panels_command_line_gives_back_its_box_and_settings():
+    import shlex
+    from pathlib import Path
+
+    from ns_diffusion_methods.cli.main import COMMANDS
+    from ns_diffusion_methods.data.commands import MasksCommand
+    from ns_diffusion_methods.data.masks_viewer import command_line
+
+    assert COMMANDS["masks-viewer"][1] == "MasksViewerCommand"
+    box = Box((0.1, -0.25, 1 / 3), (0.3, 0.25, 0.5), (0.0, 0.1, -2.5))
+    settings = BoxMaskSettings(min_accumulation=0.2, min_component=0.0, dilation=(3, 2))
+    words = shlex.split(command_line(Path("runs/my run/config.yml"), box, settings, Path("out dir")))
+    assert words[:2] == ["ns-diffusion", "masks"]
+    import tyro
+
+    parsed = tyro.cli(MasksCommand, args=words[2:], config=(tyro.conf.FlagConversionOff,))
+    assert parsed.load_config == Path("runs/my run/config.yml") and parsed.output == Path("out dir")
+    assert Box.parse(parsed.box) == box  # exactly: the numbers read back as the same floats
+    assert (parsed.min_accumulation, parsed.min_component, tuple(parsed.dilate)) == (0.2, 0.0, (3, 2))
+    # defaults are left out; a missing output folder shows the placeholder
+    plain = command_line(Path("c.yml"), box, BoxMaskSettings(), None)
+    assert "--min-accumulation" not in plain and "--dilate" not in plain and plain.endswith("--output DIR")
+    multiline = command_line(Path("c.yml"), box, BoxMaskSettings(), None, multiline=True)
+    assert multiline.replace(" \\\n    ", " ") == plain
+
+
+def test_the_viewer_panel_writes_the_masks_of_its_box(capture, tmp_path):
+    """The panel on a real viser server (no browser), writing with exact scene depth: its box and settings come from
+    its inputs; "Write masks" writes what masks_from_views writes for that box, reports each view's coverage, and
+    says why nothing was written for a missing output folder, an empty box or a used folder."""
+    import socket
+
+    import viser
+
+    from ns_diffusion_methods.data.box_masks import masks_from_views
+    from ns_diffusion_methods.data.masks import read_object_mask
+    from ns_diffusion_methods.data.masks_viewer import MasksPanel
+
+    scene, box = _object_box(capture)
+    model = SceneDepthModel(scene)
+    views = _cameras(capture)
+    written = []
+
+    def write(box, settings, output, progress):
+        written.append((box, settings, output))
+        return masks_from_views(model, views, capture, box, settings, output, progress=progress)
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
+    try:
+        panel = MasksPanel(tmp_path / "run" / "config.yml", write, len(views))
+        panel.install(server, scale=10.0)
+        panel.set_box(box)
+        panel.dilate_kernel.value, panel.dilate_times.value = 0, 0
+        assert not panel.write_masks() and not written  # no output folder yet
+        assert "Nothing was written" in panel.status.content and "Output folder" in panel.status.content
+        panel.output_text.value = str(tmp_path / "gui")
+        panel.redraw()
+        assert np.allclose(panel.gizmo.position, np.asarray(box.center) * 10)
+        assert Box.parse(panel.command.content.split("--box=")[1].split()[0]) == box
+        assert f"--output {tmp_path / 'gui'}" in panel.command.content
+        assert panel.write_masks(), panel.status.content
+        assert written[-1][0] == box and written[-1][1].dilation == (0, 0) and written[-1][2] == tmp_path / "gui"
+        # the same masks as the shared code path with that box, each view's coverage in the panel
+        expected = derive_masks(model, views, box, BoxMaskSettings(dilation=(0, 0)))
+        meta = json.loads((tmp_path / "gui" / "transforms.json").read_text())
+        by_file = {f["file_path"]: f for f in meta["frames"]}
+        for (path, _), mask in zip(views, expected.masks):
+            frame = by_file[str(path.relative_to(capture))]
+            assert np.array_equal(read_object_mask(tmp_path / "gui" / frame["object_mask_path"]), mask)
+            suffix = "" if mask.any() else " (evaluation view)"
+            assert f"| {path.name} | {mask.mean():.1%}{suffix} |" in panel.status.content
+        assert "**Wrote**" in panel.status.content and not panel.write_button.disabled
+        # a box with nothing in it: the command's refusal, shown in the panel; nothing written
+        panel.set_box(Box((50.0, 50.0, 50.0), (0.1, 0.1, 0.1)))
+        panel.output_text.value = str(tmp_path / "empty")
+        assert not panel.write_masks()
+        assert "Nothing was written" in panel.status.content and "contains no surface" in panel.status.content
+        assert not (tmp_path / "empty").exists()
+        # the folder of the first write is not overwritten
+        panel.set_box(box)
+        panel.output_text.value = str(tmp_path / "gui")
+        assert not panel.write_masks() and "already exists and is not empty" in panel.status.content
+    finally:
+        server.stop()

@@ -2,7 +2,7 @@
 
 nerfstudio's datamanagers assume one scene. Here the training split is many objects, each with its own views, and the
 held-out split is other objects with designated input views. :class:`MultiObjectDataManager` keeps every training
-image in memory as ``uint8`` (SRN cars: 6 GB at 128 px, decoded by a pool of threads; the synthetic ``objects`` set a
+image in memory as ``uint8`` (SRN cars: 6 GB at 128 px, decoded into one tensor; the synthetic ``objects`` set a
 few MB), decodes held-out objects only when evaluation asks for them (a few kept at a time), knows which object each
 image shows, and serves:
 

@@ -3,8 +3,9 @@
 A multi-object dataset at the papers' scale is large: SRN cars' training split is 2 458 objects x 50 views of 128²
 pixels, 6.0 GB as ``uint8`` and about 123k PNG files; its test split is 704 objects x 251 views (8.7 GB). So
 
-- :func:`load_object_images` decodes a split with a pool of threads (PIL releases the GIL while it decodes) straight
-  into one preallocated ``uint8 [N, H, W, 3]`` tensor: no per-object arrays and no concatenation, so the peak is the
+- :func:`load_object_images` decodes a split into one preallocated ``uint8 [N, H, W, 3]`` tensor, object after object
+  (or, with ``workers`` > 1, in a pool of processes whose results are copied in as they arrive: decoding a 128 px
+  PNG is mostly Python work in PIL, which holds the GIL, so threads do not help): no concatenation, so the peak is the
   pixels themselves; a progress bar shows objects done and time left;
 - :class:`LazyObjectImages` stands for such a tensor without decoding anything up front: indexing it decodes the
   objects the indices fall in (and keeps the last few), so held-out objects, which are evaluated one at a time, cost
@@ -19,7 +20,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -30,12 +31,12 @@ from torch import Tensor
 from ns_diffusion_methods.data.images import resize_views
 from ns_diffusion_methods.data.srn import SRNObjectFiles
 
-#: at most this many decoding threads when ``workers`` is -1 (more rarely helps: the disk becomes the limit)
+#: at most this many decoding processes when ``workers`` is -1 (more rarely helps: the disk becomes the limit)
 MAX_AUTO_WORKERS = 16
 
 
 def resolve_workers(workers: int) -> int:
-    """``workers`` threads, or one per CPU core (at most :data:`MAX_AUTO_WORKERS`) for -1."""
+    """``workers`` processes, or one per CPU core (at most :data:`MAX_AUTO_WORKERS`) for -1."""
     if workers == -1:
         return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
     if workers < 1:
@@ -48,7 +49,7 @@ def decode_object(obj: SRNObjectFiles, size: Tuple[int, int]) -> Tensor:
     return resize_views(torch.from_numpy(obj.read_images()), *size)
 
 
-def load_object_images(objects: Sequence[SRNObjectFiles], size: Tuple[int, int], workers: int = -1,
+def load_object_images(objects: Sequence[SRNObjectFiles], size: Tuple[int, int], workers: int = 1,
                        description: str = "Decoding images", console: Optional[Console] = None) -> Tensor:
     """Every view of ``objects`` (object after object) as one ``uint8 [N, H, W, 3]`` tensor at ``size`` (H, W).
 
@@ -56,15 +57,18 @@ def load_object_images(objects: Sequence[SRNObjectFiles], size: Tuple[int, int],
         objects: the objects, in dataset order.
         size: (H, W) of the result; views of another size are resized
             (:func:`~ns_diffusion_methods.data.images.resize_views`).
-        workers: decoding threads; -1 = one per CPU core (at most :data:`MAX_AUTO_WORKERS`).
+        workers: decoding processes (:func:`~ns_diffusion_methods.data.srn.process_pool`); 1 (default) decodes in
+            this process; -1 = one per CPU core (at most :data:`MAX_AUTO_WORKERS`). On 2 cores one process was the
+            fastest (``multi-object-loading``): the pool's pickling and the copying compete for the same cores.
         description: the progress bar's label.
         console: where the bar and the closing summary go (nerfstudio's console by default). Nothing is drawn where
             the console is not a terminal; the summary line is always printed for datasets of 1 000 views or more.
 
     Raises:
         DataError: an unreadable image, or one whose size differs from its object's ``intrinsics.txt`` (the first
-            such error; the threads still running finish their object and stop).
+            such error; objects not yet started are cancelled).
     """
+    from ns_diffusion_methods.data import srn
     from ns_diffusion_methods.engine.progress import progress_bars
 
     if console is None:
@@ -73,38 +77,39 @@ def load_object_images(objects: Sequence[SRNObjectFiles], size: Tuple[int, int],
     counts = [obj.num_views for obj in objects]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     out = torch.empty((int(offsets[-1]), height, width, 3), dtype=torch.uint8)
-    failed = threading.Event()
 
-    def decode(index: int) -> int:
-        if failed.is_set():
-            return index
-        out[offsets[index]: offsets[index + 1]] = decode_object(objects[index], size)
-        return index
+    def store(index: int, views: np.ndarray) -> None:
+        out[offsets[index]: offsets[index + 1]] = resize_views(torch.from_numpy(views), height, width)
 
     start = time.perf_counter()
-    threads = resolve_workers(workers)
+    processes = resolve_workers(workers)
+    if len(objects) < srn.MIN_OBJECTS_FOR_PROCESSES:
+        processes = 1
     with progress_bars(console) as progress:
         task = progress.add_task(description, total=len(objects))
-        if threads == 1:
-            for index in range(len(objects)):
-                decode(index)
+        if processes == 1:
+            for index, obj in enumerate(objects):
+                store(index, obj.read_images())
                 progress.advance(task)
         else:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                futures = [pool.submit(decode, index) for index in range(len(objects))]
+            with srn.process_pool(processes) as pool:
+                futures = {pool.submit(_read_images, obj): index for index, obj in enumerate(objects)}
                 try:
                     for future in as_completed(futures):
-                        future.result()
+                        store(futures.pop(future), future.result())  # popped: its pixels are freed once stored
                         progress.advance(task)
                 except BaseException:
-                    failed.set()
-                    for future in futures:
-                        future.cancel()
+                    pool.shutdown(wait=False, cancel_futures=True)
                     raise
     if out.shape[0] >= 1000:
         console.print(f"{description}: {out.shape[0]} views of {len(objects)} objects ({out.numel() / 1e9:.2f} GB as "
-                      f"uint8) in {time.perf_counter() - start:.1f} s with {threads} threads.")
+                      f"uint8) in {time.perf_counter() - start:.1f} s with {processes} process(es).")
     return out
+
+
+def _read_images(obj: SRNObjectFiles) -> np.ndarray:
+    """What a decoding process does: the views of one object as ``uint8 [V, H, W, 3]`` at their file size."""
+    return obj.read_images()
 
 
 class LazyObjectImages:

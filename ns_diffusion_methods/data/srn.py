@@ -252,21 +252,33 @@ def _object_folders(folder: Path, max_objects: int) -> List[Path]:
     return folders[:max_objects] if max_objects > 0 else folders
 
 
+#: fewer objects than this are read in this process: starting processes (about 2 s) costs more than they take
+MIN_OBJECTS_FOR_PROCESSES = 64
+
+
+def process_pool(workers: int):
+    """A pool of ``workers`` processes for reading many objects (``spawn``: safe whatever the parent has started,
+    threads or CUDA). Reading small PNG and pose files is mostly Python work that holds the GIL, so threads would not
+    run it in parallel."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def list_srn_objects(folder: Union[str, Path], max_objects: int = -1, workers: int = 1) -> List[SRNObjectFiles]:
     """The objects of split folder ``folder`` without their pixels (sorted by name; the first ``max_objects`` when
-    > 0), read by ``workers`` threads (the many small pose files of a large dataset are mostly waiting on the disk).
+    > 0), read by ``workers`` processes (:func:`process_pool`; 1: in this process).
 
     Raises:
         DataError: the folder is missing or holds no object folders, or any object is invalid (see
             :func:`read_srn_object_files`).
     """
     folders = _object_folders(Path(folder), max_objects)
-    if workers <= 1 or len(folders) < 2:
+    if workers <= 1 or len(folders) < MIN_OBJECTS_FOR_PROCESSES:
         return [read_srn_object_files(object_folder) for object_folder in folders]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(read_srn_object_files, folders))
+    with process_pool(workers) as pool:
+        return list(pool.map(read_srn_object_files, folders, chunksize=max(1, min(64, len(folders) // (4 * workers)))))
 
 
 def read_srn_objects(folder: Union[str, Path], max_objects: int = -1) -> List[SRNObject]:

@@ -1,4 +1,4 @@
-"""Multi-object images at scale: the threaded decode into one tensor equals the per-object reader, and the held-out
+"""Multi-object images at scale: the parallel decode into one tensor equals the per-object reader, and the held-out
 split is decoded object by object only when evaluation asks for it."""
 
 from __future__ import annotations
@@ -25,8 +25,16 @@ def reference(objects_dataset):
     return torch.from_numpy(np.concatenate([obj.images for obj in objects]))
 
 
+@pytest.fixture
+def processes_for_any_size(monkeypatch):
+    """Use the process pool even for the 8 objects of the test dataset."""
+    from ns_diffusion_methods.data import srn
+
+    monkeypatch.setattr(srn, "MIN_OBJECTS_FOR_PROCESSES", 1)
+
+
 @pytest.mark.parametrize("workers", [1, 3])
-def test_threaded_decode_equals_the_object_reader(objects_dataset, reference, workers):
+def test_parallel_decode_equals_the_object_reader(objects_dataset, reference, workers, processes_for_any_size):
     objects = list_srn_objects(objects_dataset / "train", workers=workers)
     images = load_object_images(objects, (32, 32), workers=workers)
     assert images.dtype == torch.uint8 and images.shape == reference.shape
@@ -36,7 +44,7 @@ def test_threaded_decode_equals_the_object_reader(objects_dataset, reference, wo
     assert torch.equal(small, resize_views(reference, 16, 16))
 
 
-def test_a_broken_file_stops_the_threaded_decode_with_its_name(objects_dataset, tmp_path):
+def test_a_broken_file_stops_the_parallel_decode_with_its_name(objects_dataset, tmp_path, processes_for_any_size):
     data = tmp_path / "objects"
     shutil.copytree(objects_dataset, data)
     broken = sorted((data / "train").iterdir())[5] / "rgb"

@@ -84,21 +84,27 @@ def _tensor_leaves(original: Any, layout: Any) -> Iterator[Tuple[Any, torch.Tens
             yield from _tensor_leaves(item, value)
 
 
+def _replace_streamed(obj: Any, replace: Callable[[StreamedTensor], torch.Tensor]) -> Any:
+    """``obj`` with each :class:`StreamedTensor` replaced by ``replace(it)`` (dicts, lists and tuples are walked and
+    copied; dicts keep their attributes, e.g. the ``_metadata`` (module versions) of a state dict)."""
+    if isinstance(obj, StreamedTensor):
+        return replace(obj)
+    if isinstance(obj, dict):
+        copied = copy.copy(obj)
+        for key, value in obj.items():
+            copied[key] = _replace_streamed(value, replace)
+        return copied
+    if isinstance(obj, list):
+        return [_replace_streamed(value, replace) for value in obj]
+    if isinstance(obj, tuple):
+        return tuple(_replace_streamed(value, replace) for value in obj)
+    return obj
+
+
 def _with_placeholders(obj: Any) -> Any:
     """``obj`` with each :class:`StreamedTensor` replaced by an uninitialised CPU tensor of its shape and dtype (never
     written to, so never given physical memory; ``torch.save`` under ``skip_data`` reads no tensor data)."""
-    if isinstance(obj, StreamedTensor):
-        return torch.empty(obj.shape, dtype=obj.dtype)
-    if isinstance(obj, dict):
-        copied = copy.copy(obj)  # keeps attributes, e.g. the ``_metadata`` (module versions) of a state dict
-        for key, value in obj.items():
-            copied[key] = _with_placeholders(value)
-        return copied
-    if isinstance(obj, list):
-        return [_with_placeholders(value) for value in obj]
-    if isinstance(obj, tuple):
-        return tuple(_with_placeholders(value) for value in obj)
-    return obj
+    return _replace_streamed(obj, lambda streamed: torch.empty(streamed.shape, dtype=streamed.dtype))
 
 
 def has_streamed_tensors(obj: Any) -> bool:
@@ -122,20 +128,10 @@ def streaming_supported() -> bool:
 def _materialized(obj: Any) -> Any:
     """``obj`` with each :class:`StreamedTensor` replaced by its whole tensor (the fallback of older torch versions:
     the same file, at the cost of one full copy in memory while it is written)."""
-    if isinstance(obj, StreamedTensor):
-        return torch.cat([piece.detach().to("cpu", obj.dtype) for piece in obj.pieces()]).reshape(obj.shape)
-    if isinstance(obj, dict):
-        if not has_streamed_tensors(obj):
-            return obj
-        copied = copy.copy(obj)
-        for key, value in obj.items():
-            copied[key] = _materialized(value)
-        return copied
-    if isinstance(obj, list):
-        return [_materialized(value) for value in obj]
-    if isinstance(obj, tuple):
-        return tuple(_materialized(value) for value in obj)
-    return obj
+    if not has_streamed_tensors(obj):
+        return obj
+    return _replace_streamed(obj, lambda streamed: torch.cat(
+        [piece.detach().to("cpu", streamed.dtype) for piece in streamed.pieces()]).reshape(streamed.shape))
 
 
 def _pwrite_all(fd: int, data: torch.Tensor, offset: int) -> int:

@@ -402,24 +402,29 @@ _SLOW_WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.timeout(START_TIMEOUT_S)
-def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint_newest(tmp_path):
-    run = tmp_path / "run"
-    folder = run / "nerfstudio_models"
-    folder.mkdir(parents=True)
-    log_path = tmp_path / "writer.log"
-    proc = start([sys.executable, "-c", _SLOW_WRITER, str(folder)], log_path)
+def kill_writer_at(script: str, folder: Path, log_path: Path, marker: str) -> None:
+    """Run ``script`` (a checkpoint writer) on ``folder``, SIGKILL it as soon as its log shows ``marker``, and check
+    that it was killed before it finished."""
+    proc = start([sys.executable, "-c", script, str(folder)], log_path)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while "well into writing step 10" not in log_tail(log_path):
+        while marker not in log_tail(log_path):
             assert proc.poll() is None, f"the writer ended before it could be killed:\n{log_tail(log_path)}"
-            assert time.monotonic() < deadline, f"the writer never started step 10:\n{log_tail(log_path)}"
-            time.sleep(0.05)
+            assert time.monotonic() < deadline, f"the writer never got to {marker!r}:\n{log_tail(log_path)}"
+            time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=60) == -signal.SIGKILL
     finally:
         kill_group(proc)
     assert "finished writing" not in log_tail(log_path)
+
+
+@pytest.mark.timeout(START_TIMEOUT_S)
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint_newest(tmp_path):
+    run = tmp_path / "run"
+    folder = run / "nerfstudio_models"
+    folder.mkdir(parents=True)
+    kill_writer_at(_SLOW_WRITER, folder, tmp_path / "writer.log", "well into writing step 10")
 
     # the checkpoint folder holds only the complete step 5: the killed write left its truncated file elsewhere
     assert os.listdir(folder) == ["step-000000005.ckpt"]
@@ -496,19 +501,7 @@ def test_sigkill_while_ssdnerf_codes_are_written_keeps_the_previous_checkpoint_l
 
     folder = tmp_path / "run" / "nerfstudio_models"
     folder.mkdir(parents=True)
-    log_path = tmp_path / "writer.log"
-    proc = start([sys.executable, "-c", _SLOW_CODES_WRITER, str(folder)], log_path)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while "in the middle of the codes of step 10" not in log_tail(log_path):
-            assert proc.poll() is None, f"the writer ended before it could be killed:\n{log_tail(log_path)}"
-            assert time.monotonic() < deadline, f"the writer never reached the codes:\n{log_tail(log_path)}"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        kill_group(proc)
-    assert "finished writing" not in log_tail(log_path)
+    kill_writer_at(_SLOW_CODES_WRITER, folder, tmp_path / "writer.log", "in the middle of the codes of step 10")
 
     # only the complete step 5 is in the folder, for this package's resume and for nerfstudio's lookup
     assert os.listdir(folder) == ["step-000000005.ckpt"]

@@ -11,24 +11,16 @@ from typing import Optional
 import harness
 import pytest
 import torch
+from test_ssdnerf_end_to_end import TINY_FLAGS
 
 #: end-to-end runs (ns-train, ns-eval, a browser): deselect with -m "not slow" for the quick check
 pytestmark = pytest.mark.slow
 
+#: the end-to-end tests' tiny preset; later flags win: 8 objects in chunks of 3, 3 and 2, no evaluation
 FLAGS = [
-    "--pipeline.model.code-resolution", "8",
-    "--pipeline.model.unet.block-out-channels", "16", "32",
-    "--pipeline.model.unet.attention-resolutions", "4",
-    "--pipeline.model.unet.attention-head-dim", "8",
-    "--pipeline.model.unet.norm-num-groups", "8",
-    "--pipeline.model.renderer.num-samples", "12",
-    "--pipeline.datamanager.objects-per-batch", "4",
-    "--pipeline.datamanager.rays-per-object", "64",
-    "--pipeline.inner-steps", "2", "2",
-    "--pipeline.inner-steps-milestones", "100",
-    "--pipeline.checkpoint-chunk-objects", "3",  # 8 objects: chunks of 3, 3 and 2
+    *TINY_FLAGS,
+    "--pipeline.checkpoint-chunk-objects", "3",
     "--steps-per-eval-batch", "0", "--steps-per-eval-image", "0", "--steps-per-eval-all-images", "0",
-    "--steps-per-save", "100",
 ]
 CODE_KEYS = ("_model.codes_pre", "_model.code_exp_avg", "_model.code_exp_avg_sq", "_model.code_steps")
 

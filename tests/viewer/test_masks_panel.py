@@ -24,19 +24,23 @@ from typing import Any, Dict, List, Optional
 import harness
 import numpy as np
 import pytest
-from viewer_browser import GUI_UPDATE, ViewerPage, console_script, free_port, serving
-from viser import _messages as vm
+from viewer_browser import (
+    GUI_UPDATE,
+    MARKDOWN,
+    MESH,
+    NUMBER,
+    SET_POSITION,
+    TEXT,
+    TRANSFORM_CONTROLS,
+    VECTOR3,
+    ViewerPage,
+    console_script,
+    free_port,
+    serving,
+)
 
 #: end-to-end runs (ns-train, a viewer process, a browser): deselect with -m "not slow" for the quick check
 pytestmark = pytest.mark.slow
-
-VECTOR3 = vm.GuiAddVector3Message.__name__
-NUMBER = vm.GuiAddNumberMessage.__name__
-TEXT = vm.GuiAddTextMessage.__name__
-MARKDOWN = vm.GuiAddMarkdownMessage.__name__
-MESH = vm.MeshMessage.__name__
-TRANSFORM_CONTROLS = vm.TransformControlsMessage.__name__
-SET_POSITION = vm.SetPositionMessage.__name__
 
 
 def markdown(page: ViewerPage, starts: str) -> Optional[str]:

@@ -44,6 +44,12 @@ DROPDOWN = vm.GuiAddDropdownMessage.__name__
 SLIDER = vm.GuiAddSliderMessage.__name__
 GUI_UPDATE = vm.GuiUpdateMessage.__name__
 VIEWER_CAMERA = vm.ViewerCameraMessage.__name__
+VECTOR3 = vm.GuiAddVector3Message.__name__
+NUMBER = vm.GuiAddNumberMessage.__name__
+TEXT = vm.GuiAddTextMessage.__name__
+MARKDOWN = vm.GuiAddMarkdownMessage.__name__
+MESH = vm.MeshMessage.__name__
+TRANSFORM_CONTROLS = vm.TransformControlsMessage.__name__
 NODE_CLICK = vm.SceneNodeClickMessage.__name__
 
 

@@ -1,4 +1,5 @@
-"""Geometry shared by the package: rotations, quaternions and camera poses (:mod:`.poses`).
+"""Geometry shared by the package: rotations, quaternions and camera poses (:mod:`.poses`); pinhole projection and
+cross-view visibility of masked pixels (:mod:`.visibility`).
 
 Bottom-level: imports torch only, never a method, a dataset update or a renderer.
 """
@@ -12,6 +13,7 @@ from ns_diffusion_methods.geometry.poses import (
     slerp,
     step_pose_toward,
 )
+from ns_diffusion_methods.geometry.visibility import project_points, seen_in_other_views
 
-__all__ = ["nearest_pose_indices", "pose_distance", "quaternion_to_rotation", "rotation_angle",
-           "rotation_to_quaternion", "slerp", "step_pose_toward"]
+__all__ = ["nearest_pose_indices", "pose_distance", "project_points", "quaternion_to_rotation", "rotation_angle",
+           "rotation_to_quaternion", "seen_in_other_views", "slerp", "step_pose_toward"]

@@ -33,6 +33,7 @@ import torch
 
 from ns_diffusion_methods.data.images import save_image
 from ns_diffusion_methods.errors import UserFacingError
+from ns_diffusion_methods.geometry.visibility import project_points
 from ns_diffusion_methods.synthetic.render import (
     HIT_BACKGROUND,
     HIT_WALL,
@@ -368,13 +369,7 @@ def hole_visibility(scene: Scene, intr: Dict[str, float], train_c2w: Sequence[np
         for view_c2w, view_mask in zip(train_c2w, train_masks):
             matrix = torch.as_tensor(np.asarray(view_c2w), dtype=torch.float64)[:3]
             centre = matrix[:, 3]
-            local = (points - centre) @ matrix[:, :3]  # OpenGL camera frame: x right, y up, z back
-            depth = -local[:, 2]
-            in_front = depth > 1e-9
-            safe = torch.where(in_front, depth, torch.ones_like(depth))
-            col = torch.floor(cx + fx * local[:, 0] / safe).long()
-            row = torch.floor(cy - fy * local[:, 1] / safe).long()
-            inside = in_front & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+            row, col, _, inside = project_points(points, matrix, fx, fy, cx, cy, width, height)
             unmasked = torch.zeros_like(inside)
             view_mask = torch.from_numpy(np.asarray(view_mask, dtype=bool))
             unmasked[inside] = ~view_mask[row[inside], col[inside]]

@@ -104,6 +104,9 @@ mald_nerf_small_config = small(mald_nerf_config, "mald-nerf-small", {
     # the hole where other views show it); none at this scale, where no dataset update makes the fills agree
     "pipeline.feature_matching_loss_mult": 0.0,
     "pipeline.adversarial_start_step": 100,
+    # with --pipeline.visibility-aware-masks: seen pixels computed when the adversarial terms start (on seeds 10-11 of
+    # mald-nerf-evidence step 100 and step 175 scored alike; 100 does not delay the adversarial terms)
+    "pipeline.visibility_step": 100,
     "pipeline.inpainter": OpenCVInpainterConfig(),
     "pipeline.update_every": 200,
     "pipeline.num_updates": 3,

@@ -6,17 +6,22 @@ processes cannot see images updated during training). It keeps
 - the **captured** training images and their **object masks** (True = object to remove), loaded once;
 - the **current inpainted** images in an :class:`~ns_diffusion_methods.dataset_updates.ImageStore` (``inpainted``),
   a module of registered buffers: they are saved in checkpoints and restored by ``--load-dir``. The pipeline writes
-  them (first inpainting, then every dataset update); outside the object mask they equal the captured images.
+  them (first inpainting, then every dataset update); outside the object mask they equal the captured images;
+- with visibility-aware masks, the object pixels whose background other views see unmasked (``seen``, an
+  ``ImageStore`` of one channel, checkpointed the same way). The **inpainting mask** is then the object mask without
+  them (:meth:`MaldNerfDataManager.use_seen_masks`): only it is inpainted and only it meets the masked adversarial
+  loss. The seen pixels get no loss in their own view (they show the object); the views that see them supervise them.
 
 Each training batch (:meth:`MaldNerfDataManager.next_train`) concatenates
 
 1. ``train_num_rays_per_batch`` single rays drawn uniformly **outside** the object mask, for the pixel loss;
-2. ``num_mask_patches`` square patches of ``mask_patch_size`` pixels drawn to **overlap** the object mask
-   (:class:`~ns_diffusion_methods.methods.mald_nerf.sampling.MaskPatchSampler`), for the masked adversarial loss.
+2. ``num_mask_patches`` square patches of ``mask_patch_size`` pixels drawn to **overlap** the inpainting mask
+   (:class:`~ns_diffusion_methods.methods.mald_nerf.sampling.MaskPatchSampler`), for the masked adversarial loss
+   (none when no view has a pixel left to inpaint).
 
-Per ray the batch holds ``image`` (captured colour), ``inpainted`` (current inpainted colour), ``object_mask`` and
-``indices``; ``num_single_rays``, ``patch_corners`` and ``patch_size`` describe the layout (patch rays come last,
-patch-major, row-major).
+Per ray the batch holds ``image`` (captured colour), ``inpainted`` (current inpainted colour), ``object_mask``,
+``inpaint_mask`` (the object mask, or the part of it no other view sees) and ``indices``; ``num_single_rays``,
+``patch_corners`` and ``patch_size`` describe the layout (patch rays come last, patch-major, row-major).
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ class MaldNerfDataManager(VanillaDataManager[ObjectMaskDataset]):
         dtype = torch.uint8 if self.config.inpainted_dtype == "uint8" else torch.float32
         self.inpainted = ImageStore(len(self.train_dataset), int(cameras.height.max()), int(cameras.width.max()),
                                     dtype=dtype)
+        self.seen = ImageStore(len(self.train_dataset), int(cameras.height.max()), int(cameras.width.max()),
+                               channels=1)
 
     # ------------------------------------------------------------------------------------------------ datasets
     def create_train_dataset(self) -> ObjectMaskDataset:
@@ -130,7 +137,8 @@ class MaldNerfDataManager(VanillaDataManager[ObjectMaskDataset]):
         self.captured = torch.stack(images).to(image_device)  # [N, H, W, 3] float in [0, 1]
         self.object_masks = torch.stack(masks).to(image_device)  # [N, H, W] bool
         valid_masks = torch.stack(valid) if valid else None
-        self.patch_sampler = MaskPatchSampler(self.object_masks)
+        self.inpaint_masks = self.object_masks
+        self.patch_sampler: Optional[MaskPatchSampler] = MaskPatchSampler(self.object_masks)
         self.ray_sampler = OutsideRaySampler(self.object_masks, valid_masks)
         self.generator = torch.Generator().manual_seed(self.config.sampling_seed + self.local_rank)
         self.train_ray_generator = RayGenerator(dataset.cameras.to(self.device))
@@ -152,6 +160,34 @@ class MaldNerfDataManager(VanillaDataManager[ObjectMaskDataset]):
         """Object mask of training image ``index``: ``[H, W]`` bool, True = object."""
         return self.object_masks[index]
 
+    def inpaint_mask(self, index: int) -> Tensor:
+        """Inpainting mask of training image ``index``: ``[H, W]`` bool, the object mask without the pixels other
+        views see (the whole object mask until visibility-aware masks are in use)."""
+        return self.inpaint_masks[index]
+
+    def seen_mask(self, index: int) -> Optional[Tensor]:
+        """``[H, W]`` bool: object pixels of view ``index`` that other views see unmasked; None until computed."""
+        if not bool(self.seen.filled.all()):
+            return None
+        return self.seen.get(index)[..., 0].to(self.object_masks.device) > 0.5
+
+    def set_seen_masks(self, seen: Tensor, step: int) -> None:
+        """Store the seen object pixels ``[N, H, W]`` (bool) computed at ``step`` and use them
+        (:meth:`use_seen_masks`)."""
+        for index in range(self.num_train_images):
+            self.seen.set(index, (seen[index] & self.object_masks[index].to(seen.device))[..., None].float(), step)
+        self.use_seen_masks()
+
+    def use_seen_masks(self) -> bool:
+        """Inpaint (and sample adversarial patches) only where no other view sees the background, if the seen
+        pixels are known (computed in this run or restored from its checkpoint). Returns whether they are."""
+        if not bool(self.seen.filled.all()):
+            return False
+        seen = torch.stack([self.seen_mask(i) for i in range(self.num_train_images)])
+        self.inpaint_masks = self.object_masks & ~seen
+        self.patch_sampler = MaskPatchSampler(self.inpaint_masks) if bool(self.inpaint_masks.any()) else None
+        return True
+
     def set_inpainted(self, index: int, image: Tensor, step: int) -> None:
         """Store the inpainted training image ``index`` (``[H, W, 3]`` in [0, 1]) written at ``step``."""
         self.inpainted.set(index, image, step)
@@ -161,7 +197,10 @@ class MaldNerfDataManager(VanillaDataManager[ObjectMaskDataset]):
         self.train_count += 1
         size, count = self.config.mask_patch_size, self.config.num_mask_patches
         single = self.ray_sampler.sample(self.config.train_num_rays_per_batch, self.generator)
-        corners = self.patch_sampler.sample_corners(count, size, self.generator)
+        if self.patch_sampler is not None:
+            corners = self.patch_sampler.sample_corners(count, size, self.generator)
+        else:  # every object pixel is seen by another view: nothing left for the adversarial loss
+            corners = torch.zeros(0, 3, dtype=torch.long)
         indices = torch.cat([single, patch_indices(corners, size)], dim=0)  # [R + K*P*P, 3] on CPU
         views, rows, cols = indices.unbind(dim=1)
         store = self.inpainted.images
@@ -172,6 +211,7 @@ class MaldNerfDataManager(VanillaDataManager[ObjectMaskDataset]):
             "image": self.captured[image_index],
             "inpainted": inpainted,
             "object_mask": self.object_masks[image_index][:, None],
+            "inpaint_mask": self.inpaint_masks[image_index][:, None],
             "indices": indices,
             "num_single_rays": single.shape[0],
             "patch_corners": corners,

@@ -152,6 +152,8 @@ class MaldNerfModel(NerfactoModel):
         outside = (~inside).float()
         # mean over the rays outside the mask; rays inside contribute nothing (their captured colour is the object)
         loss_dict["pixel_loss"] = self.config.pixel_loss_mult * (per_ray * outside).sum() / outside.sum().clamp_min(1)
+        if "inpaint_mask" in batch:  # visibility-aware masks: the fills only count where no other view sees
+            inside = batch["inpaint_mask"].to(self.device).reshape(num_rays).bool()
         if self.config.inside_l1_loss_mult > 0 and "inpainted" in batch and inside.any():
             target = batch["inpainted"].to(self.device)
             pred_in, target_in = self.renderer_rgb.blend_background_for_loss_computation(

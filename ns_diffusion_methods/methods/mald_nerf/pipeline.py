@@ -35,6 +35,14 @@
   ``Dataset update (s)``. The customisation and the first inpainting run when training starts, before iteration
   ``0``, also outside the timer, after one line saying what the run will and will not do.
 
+- **Visibility-aware masks** (``--pipeline.visibility-aware-masks``, after 3DGIC's depth-guided cross-view
+  consistency): much of what hides behind the object is seen, unmasked, by other training views. At
+  ``visibility_step`` every training view's median depth is rendered and its object pixels whose surface point another
+  view sees unmasked and unoccluded (:func:`~ns_diffusion_methods.geometry.visibility.seen_in_other_views`) leave the
+  *inpainting mask*: the views that see them supervise them by reconstruction, the inpainter re-fills only the rest
+  (with the rendered background in the seen part as context), and only the rest meets the masked adversarial loss,
+  which waits for this step. The seen pixels are checkpointed with the inpainted images.
+
 The diffusion model is built only for training (``test_mode == "val"``) and never stored in checkpoints.
 Evaluation (``ns-eval``) adds masked PSNR, M-LPIPS (both published definitions) and FID/KID over the test views to
 nerfacto's full-frame metrics (:mod:`~ns_diffusion_methods.methods.mald_nerf.evaluation`).
@@ -63,6 +71,7 @@ from ns_diffusion_methods.dataset_updates import render_camera_outputs, run_shar
 from ns_diffusion_methods.diffusion.untrained import mark_untrained
 from ns_diffusion_methods.engine.callbacks import BetweenIterationsCallback
 from ns_diffusion_methods.engine.pipeline import DiffusionPipeline
+from ns_diffusion_methods.errors import DataError
 from ns_diffusion_methods.gan import (
     PatchDiscriminator,
     PatchDiscriminatorConfig,
@@ -120,6 +129,20 @@ class MaldNerfPipelineConfig(VanillaPipelineConfig):
     """Ablation: weight of an LPIPS loss between masked rendered and masked inpainted patches (the paper uses none
     inside the mask). Needs the LPIPS backbone weights."""
 
+    # visibility-aware masks
+    visibility_aware_masks: bool = False
+    """Inpaint only what no training view sees (not in the paper; 3DGIC's depth-guided cross-view consistency): at
+    `visibility-step`, object pixels whose background point (the run's median depth) another training view sees
+    unmasked and unoccluded leave the inpainting mask; those views supervise them, the inpainter re-fills the rest
+    with the rendered background as context, and only the rest meets the masked adversarial loss (which waits for
+    this step). Off by default: it did not beat the plain masks in the method's evidence benchmark (README)."""
+    visibility_step: int = 2000
+    """Step at which the seen pixels are computed, once (the scene's geometry must have formed by then); they are
+    kept in checkpoints."""
+    visibility_depth_tolerance: float = 0.05
+    """Relative depth agreement for a point to count as seen by another view (0.05: the other view's depth at the
+    point's pixel is within 5 % of the point's distance from that camera)."""
+
     # iterative dataset update
     dataset_update: bool = True
     """Re-inpaint the training views from the current renders during training (False: ablation, only the first
@@ -144,6 +167,9 @@ class MaldNerfPipelineConfig(VanillaPipelineConfig):
     """Inpainted training views logged as images after every update (0 = none)."""
 
     def __post_init__(self) -> None:
+        if self.visibility_step < 0 or self.visibility_depth_tolerance < 0:
+            raise ValueError(f"`visibility_step` and `visibility_depth_tolerance` must be >= 0, but got "
+                             f"{self.visibility_step} and {self.visibility_depth_tolerance}.")
         if self.r1_every < 1 or self.update_every < 1 or self.num_updates < 0:
             raise ValueError(f"`r1_every` and `update_every` must be >= 1 and `num_updates` >= 0, but got "
                              f"{self.r1_every}, {self.update_every} and {self.num_updates}.")
@@ -234,6 +260,7 @@ class MaldNerfPipeline(DiffusionPipeline):
         end = first + int(trainer_config.max_num_iterations) if trainer_config is not None else None
         self.start_training(first, end)
         callbacks = super().get_training_callbacks(training_callback_attributes)
+        callbacks.append(BetweenIterationsCallback("Visibility", func=self.visibility_after_iteration))
         callbacks.append(BetweenIterationsCallback("Dataset update", func=self.update_after_iteration))
         optimizers = training_callback_attributes.optimizers
         if optimizers is not None and "discriminator" in optimizers.optimizers \
@@ -256,11 +283,16 @@ class MaldNerfPipeline(DiffusionPipeline):
             return
         self._training_only["started"] = True
         self._end_step = end_step
+        if self.config.visibility_aware_masks:
+            self.check_visibility_cameras()
+        restored_visibility = self.datamanager.use_seen_masks()
         if comms.is_main_process():
             CONSOLE.print(self.plan(first_step, end_step), soft_wrap=True)
         timed = [("Customization (s)", self.customize_inpainter)]
         if not bool(self.datamanager.inpainted.filled.all()):
             timed.append(("First inpainting (s)", lambda: self.update_dataset(first_step, None)))
+        if self.config.visibility_aware_masks and not restored_visibility and first_step >= self.config.visibility_step:
+            timed.append(("Visibility (s)", lambda: self.compute_visibility(first_step)))
         elif self.config.dataset_update and self.inpainter.uses_diffusion:
             k = update_index(first_step, self.config.update_every, self.config.num_updates)
             if k is not None and int(self.datamanager.inpainted.last_step.min()) < first_step:
@@ -338,8 +370,22 @@ class MaldNerfPipeline(DiffusionPipeline):
         parts = [f"inpainter {config.inpainter.summary()}",
                  f"scene customisation: {self.customization_status()}",
                  f"first inpainting: {first}",
-                 f"dataset updates: {self._updates_plan(first_step, end_step)}"]
+                 f"dataset updates: {self._updates_plan(first_step, end_step)}",
+                 f"visibility-aware masks: {self._visibility_plan(end_step)}"]
         return "MALD-NeRF plan: " + "; ".join(parts) + "."
+
+    def _visibility_plan(self, end_step: Optional[int]) -> str:
+        config = self.config
+        if not config.visibility_aware_masks:
+            return "off"
+        if bool(self.datamanager.seen.filled.all()):
+            return "restored from the checkpoint"
+        text = (f"the pixels other views see are computed at step {config.visibility_step}, then only the rest is "
+                f"inpainted and meets the adversarial loss (which waits for it)")
+        if end_step is not None and config.visibility_step >= end_step:
+            text += (f"; step {config.visibility_step} comes after the last training step {end_step - 1}: lower "
+                     f"--pipeline.visibility-step")
+        return text
 
     def _updates_plan(self, first_step: int, end_step: Optional[int]) -> str:
         config = self.config
@@ -365,6 +411,73 @@ class MaldNerfPipeline(DiffusionPipeline):
                      f"after the last training step {end - 1} and will not happen: raise --max-num-iterations or "
                      f"lower --pipeline.update-every / --pipeline.num-updates")
         return text
+
+    # ---------------------------------------------------------------------------------------- visibility
+    def check_visibility_cameras(self) -> None:
+        """Refuse visibility-aware masks for cameras the pinhole projection does not model, before training."""
+        from nerfstudio.cameras.cameras import CameraType
+
+        cameras = self.datamanager.train_dataset.cameras
+        kinds = set(int(v) for v in cameras.camera_type.flatten().tolist())
+        if kinds != {CameraType.PERSPECTIVE.value}:
+            names = sorted(CameraType(v).name for v in kinds)
+            raise DataError(f"--pipeline.visibility-aware-masks projects points with a pinhole model, but the capture "
+                            f"{self.datamanager.get_datapath()} has {', '.join(names)} cameras: turn it off "
+                            f"(--pipeline.visibility-aware-masks False) or undistort the capture to perspective "
+                            f"images.")
+
+    def visibility_ready(self) -> bool:
+        """Whether the inpainting masks are final: always without visibility-aware masks, else once computed."""
+        return not self.config.visibility_aware_masks or bool(self.datamanager.seen.filled.all())
+
+    def visibility_after_iteration(self, step: int) -> bool:
+        """Compute the seen pixels when they are due before step ``step + 1``; returns whether that ran."""
+        if self.visibility_ready() or step + 1 < self.config.visibility_step:
+            return False
+        if self._end_step is not None and step + 1 >= self._end_step:
+            return False
+        self.compute_visibility(step + 1)
+        return True
+
+    @torch.no_grad()
+    def compute_visibility(self, step: int) -> None:
+        """Render every training view's median depth, find the object pixels other views see
+        (:func:`~ns_diffusion_methods.geometry.visibility.seen_in_other_views`), keep them in the datamanager and
+        re-inpaint the views with the smaller masks (the rendered background as context in the seen part)."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from ns_diffusion_methods.geometry.visibility import seen_in_other_views
+
+        dm = self.datamanager
+        cameras = dm.train_dataset.cameras
+        indices = list(range(dm.num_train_images))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=CONSOLE,
+                      transient=True) as progress:
+            task = progress.add_task("Visibility-aware masks: rendering the training views' depth", total=len(indices))
+
+            def work(index: int) -> Tensor:
+                depth = render_camera_outputs(self.model, cameras[index:index + 1].to(self.device), ("depth",))
+                progress.advance(task)
+                return depth["depth"][..., 0].float().cpu()
+
+            depths = run_sharded(indices, work)
+        rays = [cameras.generate_rays(camera_indices=index, keep_shape=True) for index in indices]
+        origins = torch.stack([r.origins for r in rays]).float()
+        directions = torch.stack([r.directions for r in rays]).float()
+        intrinsics = torch.cat([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1).float()
+        masks = dm.object_masks.cpu()
+        seen = seen_in_other_views(origins, directions, torch.stack([depths[i] for i in indices]), masks,
+                                   cameras.camera_to_worlds.float(), intrinsics,
+                                   tolerance=self.config.visibility_depth_tolerance)
+        dm.set_seen_masks(seen, step)
+        fraction = float(seen.sum()) / max(int(masks.sum()), 1)
+        if self._trainer is not None:
+            writer.put_scalar(name="Visibility/seen fraction of the object pixels", scalar=fraction, step=step)
+        CONSOLE.print(f"[green]Visibility-aware masks (step {step}): {100 * fraction:.0f} % of the object pixels are "
+                      f"seen by other training views; only the other {100 * (1 - fraction):.0f} % are inpainted and "
+                      f"meet the adversarial loss.[/green]")
+        self.update_dataset(step, None, what=f"Re-inpainting what no other view sees "
+                                              f"({self.inpainter.first_inpainting})")
 
     # ---------------------------------------------------------------------------------------- dataset update
     def update_after_iteration(self, step: int) -> bool:
@@ -408,30 +521,38 @@ class MaldNerfPipeline(DiffusionPipeline):
         dm = self.datamanager
         device = self.device
         captured = dm.captured_image(index).to(device).permute(2, 0, 1)[None]  # [1, 3, H, W]
-        mask = dm.object_mask(index).to(device)[None, None]  # [1, 1, H, W]
+        mask = dm.inpaint_mask(index).to(device)[None, None]  # [1, 1, H, W]
+        seen = dm.seen_mask(index)
         start = self.start_timestep(k)
         source = None
-        if start is not None:
+        if start is not None or seen is not None:
             camera = dm.train_dataset.cameras[index:index + 1].to(device)
             rgb = render_camera_outputs(self.model, camera, ("rgb",))["rgb"]  # [H, W, 3], eval mode, chunked
             source = rgb.clamp(0, 1).permute(2, 0, 1)[None]
+            if seen is not None:  # the background other views see, as rendered, is context for the inpainter
+                captured = torch.where(seen.to(device)[None, None], source, captured)
+            if start is None:
+                source = None
+        if not bool(mask.any()):  # other views see all of this view's object region
+            return captured[0].permute(1, 2, 0).float().cpu()
         seed = zlib.crc32(f"{self.config.update_seed}-{k}-{index}".encode())
         generator = torch.Generator().manual_seed(seed)
         filled = self.inpainter.inpaint(captured, mask, start_timestep=start, source=source, generator=generator)
         filled = composite(captured, filled.to(captured), mask)  # the captured pixels, exactly, outside the mask
         return filled[0].permute(1, 2, 0).float().cpu()
 
-    def update_dataset(self, step: int, k: Optional[int]) -> None:
+    def update_dataset(self, step: int, k: Optional[int], what: Optional[str] = None) -> None:
         """Inpaint every training view for update ``k`` (None: the first inpainting; sharded over ranks) and store
-        the results."""
+        the results; ``what`` names the work in the progress bar and the log line."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         dm = self.datamanager
         indices = list(range(dm.num_train_images))
         start = self.start_timestep(k)
-        what = (f"First inpainting of the training views ({self.inpainter.first_inpainting})" if start is None else
-                f"Dataset update {k + 1}/{self.config.num_updates + 1} (k = {k}): re-inpainting from renders at "
-                f"t={start}")
+        if what is None:
+            what = (f"First inpainting of the training views ({self.inpainter.first_inpainting})" if start is None
+                    else f"Dataset update {k + 1}/{self.config.num_updates + 1} (k = {k}): re-inpainting from renders "
+                         f"at t={start}")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=CONSOLE, transient=True) as progress:
             task = progress.add_task(what, total=len(indices))
@@ -469,14 +590,16 @@ class MaldNerfPipeline(DiffusionPipeline):
         outputs = self._model(ray_bundle)
         metrics_dict = self.model.get_metrics_dict(outputs, batch)
         loss_dict = self.model.get_loss_dict(outputs, batch, metrics_dict)
-        if self.config.adversarial and step >= self.config.adversarial_start_step:
+        if self.config.adversarial and step >= self.config.adversarial_start_step and self.visibility_ready() \
+                and batch["patch_corners"].shape[0] > 0:
             loss_dict.update(self.adversarial_losses(outputs, batch, step, metrics_dict))
-        if self.config.inside_lpips_loss_mult > 0:
+        if self.config.inside_lpips_loss_mult > 0 and batch["patch_corners"].shape[0] > 0:
             loss_dict["inside_lpips_loss"] = self.config.inside_lpips_loss_mult * self.inside_lpips(outputs, batch)
         return outputs, loss_dict, metrics_dict
 
     def patches(self, outputs: Dict[str, Tensor], batch: Dict) -> Tuple[Tensor, Tensor, Tensor]:
-        """The batch's patches ``[K, 3, P, P]``: rendered (with gradient), inpainted, and the object mask (bool)."""
+        """The batch's patches ``[K, 3, P, P]``: rendered (with gradient), inpainted, and the inpainting mask (bool;
+        the object mask unless visibility-aware masks took the seen pixels out)."""
         size, offset = int(batch["patch_size"]), int(batch["num_single_rays"])
         count = batch["patch_corners"].shape[0]
 
@@ -485,7 +608,7 @@ class MaldNerfPipeline(DiffusionPipeline):
 
         fake = to_patches(outputs["rgb"]).float()
         real = to_patches(batch["inpainted"].to(self.device)).float()
-        mask = to_patches(batch["object_mask"].to(self.device)).bool()
+        mask = to_patches(batch.get("inpaint_mask", batch["object_mask"]).to(self.device)).bool()
         return fake, real, mask
 
     def discriminator_inputs(self, outputs: Dict[str, Tensor], batch: Dict) -> Tuple[Tensor, Tensor]:

@@ -151,3 +151,19 @@ def test_ema_of_decoder_and_unet_follows_the_stylegan_schedule():
     unet_live = next(iter(model.unet.parameters())).detach()
     unet_ema = next(iter(model.unet_ema.parameters()))
     torch.testing.assert_close(unet_ema, 0.25 * (unet_live - 1.0) + 0.75 * unet_live)
+
+
+def test_per_object_buffers_are_made_on_the_runs_device():
+    """The codes and their optimiser moments are allocated where the run trains (nerfstudio passes ``device`` to the
+    model), never in host memory first: on the meta device nothing is allocated at all."""
+    config = tiny_model().config
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    model = config.setup(scene_box=box, num_train_data=10, metadata={"num_objects": NUM_OBJECTS}, device="meta")
+    for name in ("codes_pre", "code_exp_avg", "code_exp_avg_sq", "code_steps"):
+        buffer = getattr(model, name)
+        assert buffer.device.type == "meta" and buffer.shape[0] == NUM_OBJECTS
+    torch.manual_seed(0)
+    cpu = config.setup(scene_box=box, num_train_data=10, metadata={"num_objects": NUM_OBJECTS})
+    torch.manual_seed(0)
+    expected = (torch.rand(cpu.codes_pre.shape) * 2 - 1) * config.code_init_scale
+    assert cpu.codes_pre.device.type == "cpu" and torch.allclose(cpu.codes_pre, expected)

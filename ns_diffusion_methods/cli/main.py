@@ -46,6 +46,9 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "masks": ("ns_diffusion_methods.data.commands", "MasksCommand",
               "Object masks of every frame from a 3D box around the object (the viewer's crop box) and the depth "
               "of a trained run: no painting; for mald-nerf."),
+    "point-masks": ("ns_diffusion_methods.data.commands", "PointMasksCommand",
+                    "Object masks of every frame from a click on the object in one frame: SAM there, carried to "
+                    "the other frames by a trained run's depth and refined by SAM; for mald-nerf."),
     "masks-viewer": ("ns_diffusion_methods.data.commands", "MasksViewerCommand",
                      "Open a trained run in the viewer with a panel to place that box around the object and write "
                      "the masks."),

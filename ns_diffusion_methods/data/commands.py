@@ -8,7 +8,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Tuple
+from typing import List, Literal, Optional, Tuple
 
 import tyro
 from typing_extensions import Annotated
@@ -98,6 +98,66 @@ class MasksCommand:
         report = masks_from_run(self.load_config, box, settings, output=self.output, in_place=self.in_place,
                                 data=self.data)
         print(report.text(Path(f"the box {self.box}"), (0, 0)))
+        return 0
+
+
+@dataclass
+class PointMasksCommand:
+    """Object masks for every frame from a click on the object in one frame: SAM segments it there, the depth of a
+    run trained on the capture carries the mask into every other frame, and SAM refines it in each. Writes the
+    capture with object_mask_path entries for mald-nerf, as add-masks does. Needs SAM's weights (hf download
+    facebook/sam-vit-base); without them use ns-diffusion masks (a box, no weights).
+    """
+
+    load_config: Annotated[Path, tyro.conf.arg(metavar="CONFIG")]
+    """config.yml of a run trained on the capture (a quick nerfacto is enough: 5-10k steps)."""
+    view: Annotated[str, tyro.conf.arg(metavar="FRAME")]
+    """The frame clicked in: its file name (frame_00012.png), stem (frame_00012) or index among the run's frames."""
+    point: Annotated[List[str], tyro.conf.arg(metavar="X,Y")]
+    """Clicks on the object, in pixels of that frame's image (x to the right, y down): --point 512,384 [530,400 ...]."""
+    output: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR")] = None
+    """Write a copy of the capture with the masks here (a new or empty folder)."""
+    in_place: bool = False
+    """Write into the capture itself; its transforms.json is saved as transforms.json.bak first."""
+    data: Annotated[Optional[Path], tyro.conf.arg(metavar="DIR")] = None
+    """The capture to write masks for; default: the one the run was trained on."""
+    model: str = "facebook/sam-vit-base"
+    """The segmentation model: a SAM Hugging Face id or a downloaded folder ("tiny": random weights, tests only)."""
+    depth_tolerance: float = 0.05
+    """A projected point counts in a frame when the frame's rendered depth there agrees within this fraction."""
+    min_accumulation: float = 0.5
+    """Only pixels at least this opaque are lifted to 3D or receive points."""
+    prompt_points: int = 5
+    """Positive points SAM gets in each other frame (with the projected region's bounding box)."""
+    min_component: float = 0.05
+    """Pieces of a frame's mask smaller than this fraction of the mask are dropped."""
+    dilate: Tuple[int, int] = (5, 5)
+    """Grow each mask by a square kernel of K pixels, N times: K N (SPIn-NeRF: 5 5); 0 0 = none."""
+
+    def main(self) -> int:
+        """Segment, carry the mask to every frame, write the capture and print the report."""
+        from rich.console import Console
+
+        from ns_diffusion_methods.data.point_masks import PointMaskSettings, masks_from_points
+
+        if not self.load_config.is_file():
+            raise UserFacingError(f"--load-config {self.load_config} does not exist; pass the config.yml of a run "
+                                  f"trained on the capture (outputs/<capture>/nerfacto/<time>/config.yml).")
+        points = []
+        for text in self.point:
+            try:
+                x, y = (float(v) for v in text.split(","))
+            except ValueError:
+                raise UserFacingError(f"--point {text}: write a click as X,Y in pixels, e.g. --point 512,384."
+                                      ) from None
+            points.append((x, y))
+        settings = PointMaskSettings(depth_tolerance=self.depth_tolerance, min_accumulation=self.min_accumulation,
+                                     prompt_points=self.prompt_points, min_component=self.min_component,
+                                     dilation=tuple(self.dilate))
+        report = masks_from_points(self.load_config, self.view, points, settings, model_name=self.model,
+                                   output=self.output, in_place=self.in_place, data=self.data,
+                                   console=Console(stderr=True))
+        print(report.text(Path(f"the click in {self.view}"), (0, 0)))
         return 0
 
 

@@ -14,11 +14,16 @@ For every frame of the run (training and evaluation split alike: all of them wer
    (unit) ray direction; splat models report the depth along the camera axis, converted with the ray's
    ``directions_norm``;
 3. a pixel is object when its point lies inside the oriented box and the pixel is opaque (accumulation at least
-   ``min_accumulation``);
-4. clean-up, in the frame's render resolution: holes inside the object are filled, connected pieces smaller than
+   ``min_accumulation``); with ``supersample`` S > 1 the frame is rendered with S x S rays per pixel and a pixel is
+   object when at least half of its rays are;
+4. the floor: the box of an object standing on the floor stops at the floor, but a quick run's floor is never exactly
+   flat, so floor around the object's base, inside the box's footprint, lands above the box's bottom wherever the run
+   lifted it a little. The dominant plane near the box's bottom face is fitted to the surface points of all frames
+   (:func:`fit_floor`), and points closer to it than ``floor_margin`` of the box's height are not object;
+5. clean-up, in the frame's render resolution: holes inside the object are filled, connected pieces smaller than
    ``min_component`` of the mask are dropped (stray floaters inside the box), then the mask is dilated (SPIn-NeRF
    dilates its masks 5x5, five times);
-5. the mask is enlarged (nearest) to the frame's image size and handed to :func:`~ns_diffusion_methods.data.add_masks
+6. the mask is enlarged (nearest) to the frame's image size and handed to :func:`~ns_diffusion_methods.data.add_masks
    .add_masks`, which writes the capture copy (or the capture in place, with a backup) with ``object_mask_path``
    entries, exactly as ``ns-diffusion add-masks`` does with painted masks.
 
@@ -93,11 +98,19 @@ class Box:
         yaw = math.atan2(float(rotation[1, 0]), float(rotation[0, 0]))
         return Box(tuple(centre.tolist()), tuple(s * scale for s in self.size), (roll, pitch, yaw))  # type: ignore
 
+    def to_local(self, points: Tensor) -> Tensor:
+        """Points ``[..., 3]`` in the box's own frame: its centre at the origin, its sides along the axes (``z`` from
+        its bottom face to its top face)."""
+        rotation = self.rotation_matrix().to(points)
+        return (points - torch.tensor(self.center).to(points)) @ rotation  # R^T (p - c), row vectors
+
     def contains(self, points: Tensor) -> Tensor:
         """Boolean ``[...]``: whether each point ``[..., 3]`` lies inside the box."""
-        rotation = self.rotation_matrix().to(points)
-        local = (points - torch.tensor(self.center).to(points)) @ rotation  # R^T (p - c), row vectors
-        half = torch.tensor(self.size).to(points) / 2
+        return self.contains_local(self.to_local(points))
+
+    def contains_local(self, local: Tensor) -> Tensor:
+        """Boolean ``[...]``: whether each point ``[..., 3]`` of the box's own frame (:meth:`to_local`) is inside."""
+        half = torch.tensor(self.size).to(local) / 2
         return (local.abs() <= half).all(dim=-1)
 
 
@@ -149,9 +162,127 @@ class BoxMaskSettings:
     """How masks are derived from the box (the command's flags)."""
 
     frame: BoxFrame = "run"
+    """Coordinates of the box: run = the run's (what the viewer shows), capture = those of the capture's
+    transforms.json (before nerfstudio orients and scales the poses)."""
     min_accumulation: float = 0.5
+    """A pixel can be object only where the run is at least this opaque (background sky and holes are not)."""
     min_component: float = 0.05
+    """Pieces of a view's mask smaller than this fraction of the mask are dropped (floaters inside the box)."""
     dilation: Dilation = (5, 5)
+    """Grow each mask by a square kernel of K pixels, N times, at the run's render size: K N (SPIn-NeRF: 5 5);
+    0 0 = none."""
+    floor_margin: float = 0.02
+    """Surface closer than this fraction of the box's height to the floor under the box is not object; 0 = off. The
+    floor is the dominant plane near the box's bottom face (its -z side: the bottom in the viewer), fitted to the
+    surface points of all views around and under the box; without it, floor inside the box's footprint becomes object
+    wherever the run reconstructed it above the box's bottom. Where no plane stands out there (an object hanging or
+    standing on something small), nothing is removed. The object loses its lowest sliver, this high (objects flatter
+    than it vanish: lower it for those)."""
+    supersample: int = 1
+    """Render each view with S x S rays per pixel; a pixel is object when at least half of its rays end in the box:
+    keeps parts thinner than a pixel that no pixel centre sees. Costs S^2 the rendering time, and on a quick run's
+    blurred silhouettes the extra rays also land on the floor just around the object, so 1 is the default."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.floor_margin < 0.5:
+            raise UserFacingError(f"--floor-margin is a fraction of the box's height in [0, 0.5) (0 = keep the floor), "
+                                  f"but got {self.floor_margin}.")
+        if int(self.supersample) != self.supersample or self.supersample < 1:
+            raise UserFacingError(f"--supersample is a whole number of rays per pixel side (1 = one ray per pixel), "
+                                  f"but got {self.supersample}.")
+
+
+#: the floor is searched within this fraction of the box's height of its bottom face
+FLOOR_BAND = 0.25
+#: ... and within the box's footprint enlarged this many times about its centre (floor around the object, too)
+FLOOR_SKIRT = 2.0
+#: a plane is the floor only when at least this fraction of the surface points searched lie on it
+FLOOR_MIN_SUPPORT = 0.25
+#: ... and it is at most this many degrees from parallel to the box's bottom face
+FLOOR_MAX_TILT_DEG = 20.0
+#: surface points of each view kept for the floor fit (a strided subset of those searched)
+FLOOR_POINTS_PER_VIEW = 4096
+#: random plane hypotheses tried by :func:`fit_floor` (seeded: the same points give the same floor)
+FLOOR_TRIALS = 256
+
+
+@dataclass
+class FloorPlane:
+    """A plane in a box's own frame (:meth:`Box.to_local`): ``z = slope[0] x + slope[1] y + offset``."""
+
+    slope: Tuple[float, float]
+    offset: float
+    support: float
+    """The fraction of the searched surface points that lie on it."""
+
+    def height_above(self, local: np.ndarray) -> np.ndarray:
+        """Signed distance ``[...]`` of box-frame points ``[..., 3]`` above the plane (negative below)."""
+        a, b = self.slope
+        return (local[..., 2] - a * local[..., 0] - b * local[..., 1] - self.offset) / math.sqrt(1 + a * a + b * b)
+
+
+def floor_search_region(local: np.ndarray, size: Sequence[float]) -> np.ndarray:
+    """Boolean ``[...]``: box-frame points ``[..., 3]`` where :func:`fit_floor` looks for the floor: within
+    :data:`FLOOR_BAND` of the box's height of its bottom face, inside its footprint enlarged :data:`FLOOR_SKIRT`
+    times."""
+    half_x, half_y, height = size[0] / 2, size[1] / 2, size[2]
+    return ((np.abs(local[..., 0]) <= FLOOR_SKIRT * half_x) & (np.abs(local[..., 1]) <= FLOOR_SKIRT * half_y)
+            & (np.abs(local[..., 2] + height / 2) <= FLOOR_BAND * height))
+
+
+def fit_floor(local: np.ndarray, size: Sequence[float], tolerance: float) -> Optional[FloorPlane]:
+    """The dominant plane, nearly parallel to the bottom face, among box-frame surface points ``[N, 3]`` (those of
+    :func:`floor_search_region`), or None when no plane holds :data:`FLOOR_MIN_SUPPORT` of them.
+
+    RANSAC: planes through three random points, tilted at most :data:`FLOOR_MAX_TILT_DEG` from the bottom face, are
+    scored by their points within ``tolerance`` (box units); the best is refined by least squares on its points.
+    """
+    local = np.asarray(local, dtype=np.float64).reshape(-1, 3)
+    local = local[floor_search_region(local, size)]
+    if len(local) < 30 or tolerance <= 0:
+        return None
+    generator = np.random.default_rng(0)
+    min_cos = math.cos(math.radians(FLOOR_MAX_TILT_DEG))
+    best, best_count = None, 0
+    picks = generator.integers(0, len(local), size=(FLOOR_TRIALS, 3))
+    for i, j, k in picks:
+        normal = np.cross(local[j] - local[i], local[k] - local[i])
+        length = np.linalg.norm(normal)
+        if length < 1e-12 or abs(normal[2]) < min_cos * length:
+            continue
+        normal = normal / length
+        inliers = np.abs((local - local[i]) @ normal) <= tolerance
+        count = int(inliers.sum())
+        if count > best_count:
+            best, best_count = inliers, count
+    if best is None:
+        return None
+    for _ in range(3):  # least squares z = a x + b y + c on the plane's points, then its points again
+        design = np.column_stack([local[best, 0], local[best, 1], np.ones(int(best.sum()))])
+        (a, b, c), *_ = np.linalg.lstsq(design, local[best, 2], rcond=None)
+        plane = FloorPlane((float(a), float(b)), float(c), 0.0)
+        residual = plane.height_above(local)
+        # the plane's points: within the floor's own spread (robust: 3 median absolute deviations), so that the
+        # object's lowest points, within ``tolerance`` of the floor, do not tilt or lift it
+        spread = 1.4826 * float(np.median(np.abs(residual[best] - np.median(residual[best]))))
+        refined = np.abs(residual) <= min(tolerance, max(3 * spread, 0.01 * tolerance))
+        if refined.sum() < 3:
+            return None
+        best = refined
+    support = float((np.abs(residual) <= tolerance).mean())
+    tilt = math.degrees(math.atan(math.hypot(a, b)))
+    if support < FLOOR_MIN_SUPPORT or tilt > FLOOR_MAX_TILT_DEG:
+        return None
+    return FloorPlane((float(a), float(b)), float(c), support)
+
+
+def reduce_supersampled(mask: np.ndarray, factor: int) -> np.ndarray:
+    """``[H, W]`` from an ``[H * factor, W * factor]`` mask of sub-pixel rays: True where at least half are."""
+    if factor == 1:
+        return mask
+    height, width = mask.shape[0] // factor, mask.shape[1] // factor
+    blocks = mask[:height * factor, :width * factor].reshape(height, factor, width, factor)
+    return blocks.sum(axis=(1, 3)) * 2 >= factor * factor
 
 
 @dataclass
@@ -160,6 +291,8 @@ class DerivedMasks:
 
     files: List[Path] = field(default_factory=list)
     masks: List[np.ndarray] = field(default_factory=list)
+    floor: Optional[FloorPlane] = None
+    """The floor found under the box (box frame), when ``floor_margin`` is on and one was found."""
 
     def coverage(self) -> List[float]:
         return [float(m.mean()) for m in self.masks]
@@ -173,40 +306,74 @@ def _is_splat(model: Any) -> bool:
     return isinstance(model, SplatfactoModel)
 
 
+def _render_local_points(model: Any, camera: Any, box: Box, along_axis: bool,
+                         to_capture: Optional[Callable[[Tensor], Tensor]]) -> Tuple[Tensor, Optional[Tensor]]:
+    """``[H, W, 3]`` surface points of one camera in the box's frame and its ``[H, W]`` accumulation (or None)."""
+    from ns_diffusion_methods.dataset_updates.render import render_camera_outputs
+
+    outputs = render_camera_outputs(model, camera, ("depth", "accumulation"))
+    if "depth" not in outputs:
+        raise UserFacingError(f"The run's model ({type(model).__name__}) renders no depth, which ns-diffusion "
+                              f"masks needs. Train a nerfacto or splatfacto run on the capture and pass its "
+                              f"config.yml.")
+    rays = camera.generate_rays(camera_indices=0, keep_shape=True)
+    norm = None if rays.metadata is None else rays.metadata.get("directions_norm")
+    points = surface_points(rays.origins, rays.directions, outputs["depth"].to(rays.origins), norm, along_axis)
+    if to_capture is not None:
+        points = to_capture(points)
+    accumulation = outputs["accumulation"][..., 0] if "accumulation" in outputs else None
+    return box.to_local(points.double()).cpu(), None if accumulation is None else accumulation.cpu()
+
+
 def derive_masks(model: Any, views: Sequence[Tuple[Path, Any]], box: Box, settings: BoxMaskSettings,
                  to_capture: Optional[Callable[[Tensor], Tensor]] = None,
                  progress: Optional[Callable[[], None]] = None) -> DerivedMasks:
     """Render every ``(image file, single camera)`` of ``views`` and mark the pixels whose surface is in ``box``.
 
+    Every view is rendered once; what the floor fit needs (a strided subset of the points near the box's bottom) and
+    each view's candidate pixels (inside the box and opaque, with their height) are kept until all views are rendered
+    and the floor is known.
+
     Args:
         model: a nerfstudio model with ``get_outputs_for_camera`` giving ``depth`` and ``accumulation``.
         to_capture: maps run coordinates to the box's (``frame="capture"``); None = the box is in run coordinates.
     """
-    from ns_diffusion_methods.dataset_updates.render import render_camera_outputs
+    import copy
 
     along_axis = _is_splat(model)
     device = next(model.parameters()).device
-    derived = DerivedMasks()
-    for path, camera in views:
+    factor = int(settings.supersample)
+    use_floor = settings.floor_margin > 0
+    candidates: List[Tuple[np.ndarray, np.ndarray]] = []  # per view: inside & opaque [H*S, W*S], their box-frame points
+    floor_samples: List[np.ndarray] = []
+    for _, camera in views:
         camera = camera.to(device)
-        outputs = render_camera_outputs(model, camera, ("depth", "accumulation"))
-        if "depth" not in outputs:
-            raise UserFacingError(f"The run's model ({type(model).__name__}) renders no depth, which ns-diffusion "
-                                  f"masks needs. Train a nerfacto or splatfacto run on the capture and pass its "
-                                  f"config.yml.")
-        rays = camera.generate_rays(camera_indices=0, keep_shape=True)
-        norm = None if rays.metadata is None else rays.metadata.get("directions_norm")
-        points = surface_points(rays.origins, rays.directions, outputs["depth"].to(rays.origins), norm, along_axis)
-        if to_capture is not None:
-            points = to_capture(points)
-        inside = box.contains(points.double())
-        if "accumulation" in outputs:
-            inside &= outputs["accumulation"][..., 0].to(inside.device) >= settings.min_accumulation
-        mask = clean_mask(inside.cpu().numpy(), settings.min_component, settings.dilation)
-        derived.files.append(Path(path))
-        derived.masks.append(mask)
+        if factor > 1:
+            camera = copy.deepcopy(camera)
+            camera.rescale_output_resolution(factor)  # sub-pixel ray centres (i + 0.5) / S of each pixel
+        local, accumulation = _render_local_points(model, camera, box, along_axis, to_capture)
+        inside = box.contains_local(local)
+        opaque = torch.ones_like(inside) if accumulation is None else accumulation >= settings.min_accumulation
+        inside &= opaque
+        inside_np = inside.numpy()
+        candidates.append((inside_np, local[inside].numpy()))
+        if use_floor:
+            near = local[opaque].numpy()
+            near = near[floor_search_region(near, box.size)]
+            stride = max(1, len(near) // FLOOR_POINTS_PER_VIEW)
+            floor_samples.append(near[::stride])
         if progress is not None:
             progress()
+    derived = DerivedMasks()
+    if use_floor and floor_samples:
+        derived.floor = fit_floor(np.concatenate(floor_samples), box.size, settings.floor_margin * box.size[2])
+    for (path, _), (inside, points) in zip(views, candidates):
+        if derived.floor is not None:
+            inside = inside.copy()
+            inside[inside] = derived.floor.height_above(points) > settings.floor_margin * box.size[2]
+        mask = clean_mask(reduce_supersampled(inside, factor), settings.min_component, settings.dilation)
+        derived.files.append(Path(path))
+        derived.masks.append(mask)
     return derived
 
 

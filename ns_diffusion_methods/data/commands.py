@@ -84,6 +84,11 @@ class MasksCommand:
     dilate: Tuple[int, int] = (5, 5)
     """Grow each mask by a square kernel of K pixels, N times, at the run's render size: K N (SPIn-NeRF: 5 5);
     0 0 = none."""
+    floor_margin: float = 0.02
+    """Surface closer than this fraction of the box's height to the floor under the box (the plane fitted near the
+    box's bottom face, when one stands out there) is not object; 0 = keep the floor."""
+    supersample: int = 1
+    """Render each view with S x S rays per pixel; a pixel is object when at least half of its rays end in the box."""
 
     def main(self) -> int:
         """Derive the masks, write the capture and print the report."""
@@ -94,7 +99,8 @@ class MasksCommand:
             raise UserFacingError(f"--load-config {self.load_config} does not exist; pass the config.yml of a run "
                                   f"trained on the capture (outputs/<capture>/nerfacto/<time>/config.yml).")
         settings = BoxMaskSettings(frame=self.frame, min_accumulation=self.min_accumulation,
-                                   min_component=self.min_component, dilation=tuple(self.dilate))
+                                   min_component=self.min_component, dilation=tuple(self.dilate),
+                                   floor_margin=self.floor_margin, supersample=self.supersample)
         report = masks_from_run(self.load_config, box, settings, output=self.output, in_place=self.in_place,
                                 data=self.data)
         print(report.text(Path(f"the box {self.box}"), (0, 0)))

@@ -6,13 +6,17 @@ For each scene seed, on the synthetic object-removal capture (the object stands 
 2. the box is the removable object's bounding box from the scene description, enlarged by ``box_margin`` (a user's box
    drawn around the object in the viewer), given in the capture's coordinates (``--frame capture``);
 3. ``ns-diffusion masks`` derives every training view's mask from the nerfacto run's depth (no dilation here, so the
-   comparison is with the object's own pixels);
+   comparison is with the object's own pixels), with the command's rules (``mask_settings``: the defaults of
+   :class:`~ns_diffusion_methods.data.box_masks.BoxMaskSettings` unless given); the baseline is the plain rule (the
+   surface point in the box, one ray per pixel, no floor rule: ``floor_margin=0``, ``supersample=1``) on the same run;
 4. IoU of each derived mask with the object's true pixels in that view (the synthetic scene's renderer: rays whose
    first hit is the object; the capture's own masks also hold the object's shadow, which no box can select);
 5. ``mald-nerf-small`` (OpenCV inpainter) trains twice, on the capture's true masks and on the derived ones (both
-   dilated by the same ``dilate`` kernel), and ``ns-eval`` scores both on the object-free evaluation views.
+   dilated by the same ``dilate`` kernel), and ``ns-eval`` scores both on the object-free evaluation views
+   (``mald_iterations=0`` skips this step).
 
-Rows: ``capture``, ``seed``, ``iou_min``, ``iou_mean``, ``masked_psnr_true_masks``, ``masked_psnr_derived_masks``.
+Rows: ``capture``, ``seed``, ``iou_min``, ``iou_mean`` (the command's rules), ``iou_min_plain``, ``iou_mean_plain``
+(the baseline), ``masked_psnr_true_masks``, ``masked_psnr_derived_masks``.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ import numpy as np
 import torch
 
 DEFAULTS: Dict[str, Any] = {
-    "seeds": [0, 1],
+    "seeds": [2, 3],
     "image_size": 64,
     "num_views": 24,
     "nerfacto_iterations": 2000,
     "mald_iterations": 600,
     "box_margin": 1.2,
     "dilate": [3, 1],
+    # BoxMaskSettings fields for the derived masks (e.g. {floor_margin: 0.03, supersample: 2}); {} = the command's
+    "mask_settings": {},
     # a small nerfacto on machines without CUDA (about 0.2 s per iteration on 2 cores): only its depth is used
     "nerfacto_cpu_flags": ["--pipeline.model.implementation", "torch",
                            "--pipeline.datamanager.train-num-rays-per-batch", "512",
@@ -75,14 +81,35 @@ def true_object_pixels(scene: Any, transforms: Dict[str, Any], frame: Dict[str, 
     return traced["removable_hit"].reshape(shape).numpy()
 
 
+def _ious(derived: Any, truths: Dict[str, np.ndarray]) -> List[float]:
+    """IoU of each training view's derived mask with its true object pixels (views matched by image name)."""
+    ious = []
+    for path, mask in zip(derived.files, derived.masks):
+        truth = truths.get(Path(path).name)
+        if truth is not None:
+            ious.append(float((mask & truth).sum() / max(1, (mask | truth).sum())))
+    return ious
+
+
 def run(spec: Dict[str, Any], output_dir: Path, console: Any) -> List[Dict[str, Any]]:
     """The benchmark's rows, one per seed (module docstring)."""
+    import time
+
+    from nerfstudio.utils.eval_utils import eval_setup
+
     from ns_diffusion_methods.benchmark.nerfstudio_runs import eval_run, train_run
-    from ns_diffusion_methods.data.box_masks import BoxMaskSettings, masks_from_run
-    from ns_diffusion_methods.data.masks import read_object_mask
+    from ns_diffusion_methods.data.box_masks import (
+        BoxMaskSettings,
+        capture_transform,
+        derive_masks,
+        masks_from_views,
+        run_views,
+    )
     from ns_diffusion_methods.synthetic import write_object_removal
 
     params = {**DEFAULTS, **spec.get("params", {})}
+    settings = BoxMaskSettings(**{**dict(params["mask_settings"] or {}), "frame": "capture", "dilation": (0, 0)})
+    plain = BoxMaskSettings(frame="capture", dilation=(0, 0), floor_margin=0.0, supersample=1)
     cpu = [] if torch.cuda.is_available() else ["--machine.device-type", "cpu"]
     quiet = ["--steps-per-eval-batch", "0", "--steps-per-eval-image", "0", "--steps-per-eval-all-images", "0",
              "--steps-per-save", "100000", "--mixed-precision", "False", *cpu]
@@ -100,27 +127,33 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Any) -> List[Dict[str, 
                                 ["nerfstudio-data", "--eval-mode", "filename"])
         scene, box = object_box(capture, float(params["box_margin"]))
         derived_capture = folder / "capture-derived-masks"
-        masks_from_run(nerfacto, box, BoxMaskSettings(frame="capture", dilation=(0, 0)), output=derived_capture,
-                       data=capture)
-        transforms = json.loads((derived_capture / "transforms.json").read_text())
-        ious = []
-        for frame in transforms["frames"]:
-            if "object_mask_path" not in frame or "eval" in frame["file_path"]:
-                continue
-            derived = read_object_mask(derived_capture / frame["object_mask_path"])
-            truth = true_object_pixels(scene, transforms, frame)
-            ious.append(float((derived & truth).sum() / max(1, (derived | truth).sum())))
+        # what `ns-diffusion masks --frame capture --dilate 0 0` does (masks_from_run), the run loaded once for both
+        config, pipeline, _, _ = eval_setup(nerfacto, test_mode="inference")
+        views = run_views(config)
+        to_capture = capture_transform(config, settings)
+        start = time.perf_counter()
+        _, derived = masks_from_views(pipeline.model, views, capture, box, settings, output=derived_capture,
+                                      to_capture=to_capture)
+        mask_seconds = time.perf_counter() - start
+        baseline = derive_masks(pipeline.model, views, box, plain, to_capture)
+        transforms = json.loads((capture / "transforms.json").read_text())
+        truths = {Path(f["file_path"]).name: true_object_pixels(scene, transforms, f) for f in transforms["frames"]
+                  if "object_mask_path" in f and "eval" not in f["file_path"]}
+        ious, plain_ious = _ious(derived, truths), _ious(baseline, truths)
         row: Dict[str, Any] = {"capture": "object-removal", "seed": seed, "views": len(ious),
-                               "iou_min": min(ious), "iou_mean": float(np.mean(ious))}
-        for name, data in (("true_masks", capture), ("derived_masks", derived_capture)):
-            console.rule(f"[bold]seed {seed}[/bold]: mald-nerf-small on the {name.replace('_', ' ')}")
-            config, seconds = train_run("mald-nerf-small", data, folder / f"mald-{name}",
-                                        [*quiet, "--max-num-iterations", str(params["mald_iterations"]),
-                                         "pipeline.inpainter:opencv"],
-                                        ["object-mask-data", "--object-mask-dilation", *dilate])
-            results = eval_run(config, folder / f"mald-{name}" / "eval.json")["results"]
-            row[f"masked_psnr_{name}"] = results.get("masked_psnr")
-            row[f"psnr_{name}"] = results.get("psnr")
+                               "iou_min": min(ious), "iou_mean": float(np.mean(ious)),
+                               "iou_min_plain": min(plain_ious), "iou_mean_plain": float(np.mean(plain_ious)),
+                               "floor_found": derived.floor is not None, "mask_seconds": mask_seconds}
+        if int(params["mald_iterations"]) > 0:
+            for name, data in (("true_masks", capture), ("derived_masks", derived_capture)):
+                console.rule(f"[bold]seed {seed}[/bold]: mald-nerf-small on the {name.replace('_', ' ')}")
+                config_path, seconds = train_run("mald-nerf-small", data, folder / f"mald-{name}",
+                                                 [*quiet, "--max-num-iterations", str(params["mald_iterations"]),
+                                                  "pipeline.inpainter:opencv"],
+                                                 ["object-mask-data", "--object-mask-dilation", *dilate])
+                results = eval_run(config_path, folder / f"mald-{name}" / "eval.json")["results"]
+                row[f"masked_psnr_{name}"] = results.get("masked_psnr")
+                row[f"psnr_{name}"] = results.get("psnr")
         row["status"] = "ok"
         console.print(row)
         rows.append(row)

@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from scene_depth import SceneDepthModel
+from scene_depth import training_cameras as _cameras
 
 from ns_diffusion_methods.data.box_masks import (
     Box,
@@ -97,38 +99,6 @@ def test_clean_up_fills_holes_drops_specks_and_dilates():
     assert cleaned[7, 7] and not cleaned[17, 17] and cleaned.sum() == 64
     grown = clean_mask(mask, min_component=0.05, dilation=(3, 1))
     assert grown.sum() == 100  # 8x8 -> 10x10
-
-
-class SceneDepthModel(torch.nn.Module):
-    """A stand-in for a trained run: exact depth and accumulation of the synthetic scene (rays traced)."""
-
-    def __init__(self, scene):
-        super().__init__()
-        self.scene = scene
-        self.anchor = torch.nn.Parameter(torch.zeros(()))
-
-    def get_outputs_for_camera(self, camera, obb_box=None):
-        from ns_diffusion_methods.synthetic.render import render_rays
-
-        rays = camera.generate_rays(camera_indices=0, keep_shape=True)
-        shape = rays.origins.shape[:2]
-        traced = render_rays(self.scene, rays.origins.reshape(-1, 3).double(), rays.directions.reshape(-1, 3).double())
-        depth = traced["depth"].float()
-        hit = torch.isfinite(depth)
-        self.removable = traced["removable_hit"].reshape(shape)
-        return {"depth": torch.where(hit, depth, torch.full_like(depth, 1e3)).reshape(*shape, 1),
-                "accumulation": hit.float().reshape(*shape, 1)}
-
-
-def _cameras(capture):
-    from nerfstudio.cameras.cameras import Cameras
-
-    meta = json.loads((capture / "transforms.json").read_text())
-    frames = [f for f in meta["frames"] if "train" in f["file_path"]]
-    c2w = torch.tensor([f["transform_matrix"] for f in frames], dtype=torch.float32)[:, :3]
-    cameras = Cameras(camera_to_worlds=c2w, fx=meta["fl_x"], fy=meta["fl_y"], cx=meta["cx"], cy=meta["cy"],
-                      width=meta["w"], height=meta["h"])
-    return [(capture / f["file_path"], cameras[i:i + 1]) for i, f in enumerate(frames)]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from ns_diffusion_methods.geometry.poses import (
     slerp,
     step_pose_toward,
 )
-from ns_diffusion_methods.geometry.visibility import project_points, seen_in_other_views
+from ns_diffusion_methods.geometry.visibility import project_points, seen_in_other_views, surface_points_of
 
 __all__ = ["nearest_pose_indices", "pose_distance", "project_points", "quaternion_to_rotation", "rotation_angle",
-           "rotation_to_quaternion", "seen_in_other_views", "slerp", "step_pose_toward"]
+           "rotation_to_quaternion", "seen_in_other_views", "slerp", "step_pose_toward", "surface_points_of"]

@@ -21,7 +21,7 @@ Bottom-level: torch only.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -56,14 +56,14 @@ def project_points(points: Tensor, camera_to_world: Tensor, fx: float, fy: float
     return row, col, offset.norm(dim=-1), inside
 
 
-def seen_in_other_views(origins: Tensor, directions: Tensor, depths: Tensor, masks: Tensor, camera_to_worlds: Tensor,
+def seen_in_other_views(hole_points: Sequence[Tensor], depths: Tensor, masks: Tensor, camera_to_worlds: Tensor,
                         intrinsics: Tensor, tolerance: float = 0.05) -> Tensor:
     """Per view, the masked pixels whose surface point another view sees unmasked (see the module docstring).
 
     Args:
-        origins: ``[N, H, W, 3]`` ray origins of every pixel of every view.
-        directions: ``[N, H, W, 3]`` unit ray directions through the pixel centres.
-        depths: ``[N, H, W]`` distance along each ray to the surface (e.g. a NeRF's median depth).
+        hole_points: per view, ``[M_i, 3]`` surface points of its masked pixels in row-major order
+            (:func:`surface_points_of`: ``origin + depth * direction``).
+        depths: ``[N, H, W]`` distance along each unit ray to the surface (e.g. a NeRF's median depth).
         masks: ``[N, H, W]`` bool, True = masked (the object region: not a view of the background).
         camera_to_worlds: ``[N, 3, 4]`` camera-to-world matrices of the same views.
         intrinsics: ``[N, 4]`` (fx, fy, cx, cy) in pixels.
@@ -78,9 +78,11 @@ def seen_in_other_views(origins: Tensor, directions: Tensor, depths: Tensor, mas
     seen = torch.zeros_like(masks, dtype=torch.bool)
     for i in range(num_views):
         hole = masks[i]
-        if not bool(hole.any()):
+        points = hole_points[i]
+        if points.shape[0] != int(hole.sum()):
+            raise ValueError(f"view {i}: {points.shape[0]} points for {int(hole.sum())} masked pixels.")
+        if points.shape[0] == 0:
             continue
-        points = origins[i][hole] + depths[i][hole][:, None] * directions[i][hole]
         found = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
         for j in range(num_views):
             if j == i:
@@ -98,3 +100,9 @@ def seen_in_other_views(origins: Tensor, directions: Tensor, depths: Tensor, mas
             found[todo.nonzero().squeeze(1)[hit]] = True
         seen[i][hole] = found
     return seen
+
+
+def surface_points_of(origins: Tensor, directions: Tensor, depth: Tensor, mask: Tensor) -> Tensor:
+    """``[M, 3]`` surface points ``origin + depth * direction`` of the pixels of one view where ``mask`` (``[H, W]``)
+    is True, in row-major order (``origins``, ``directions``: ``[H, W, 3]``, unit directions; ``depth``: ``[H, W]``)."""
+    return origins[mask] + depth[mask][:, None] * directions[mask]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ns_diffusion_methods.geometry.visibility import project_points, seen_in_other_views
+from ns_diffusion_methods.geometry.visibility import project_points, seen_in_other_views, surface_points_of
 
 FX, CX, SIZE = 10.0, 10.0, 20  # 20x20 px, focal 10 px, principal point at the centre
 PLANE_Z = -5.0  # a wall facing both cameras, 5 units in front of them
@@ -56,6 +56,10 @@ def test_round_trip_with_nerfstudio_rays():
     assert torch.allclose(distance, depth.reshape(-1), atol=1e-5)  # nerfstudio's depth is the distance
 
 
+def _points(origins, directions, depths, masks):
+    return [surface_points_of(o, d, t, m) for o, d, t, m in zip(origins, directions, depths, masks)]
+
+
 def _scene():
     """Two cameras 2.5 apart facing the wall: a wall point seen at column c by camera 0 is at column c - 5 in camera
     1 (shift 10 px * 2.5 / 5)."""
@@ -74,7 +78,8 @@ def test_seen_by_hand_with_masks_occluders_and_borders():
     masks[1, :, 1] = True  # camera 1 masks its column 1 (camera 0's column 6)
     depths = depths.clone()
     depths[1, :, 2] = 3.0  # something stands in front of the wall in camera 1's column 2 (camera 0's column 7)
-    seen = seen_in_other_views(origins, directions, depths, masks, c2ws, intrinsics, tolerance=0.05)
+    seen = seen_in_other_views(_points(origins, directions, depths, masks), depths, masks, c2ws, intrinsics,
+                               tolerance=0.05)
     expected = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
     expected[0, 8:12, 5] = True  # columns 2-4 fall off camera 1's image; 6 is masked there; 7 is occluded there
     # camera 1's masked column 1 is camera 0's column 6: seen, except rows 8-11 (camera 0's own hole)
@@ -89,7 +94,10 @@ def test_depth_tolerance_decides_agreement():
     masks[0, 10, 12] = True
     depths = depths.clone()
     depths[0, 10, 12] *= 1.08  # camera 0's depth 8 % off: its point lies 8 % behind the wall seen by camera 1
-    assert not seen_in_other_views(origins, directions, depths, masks, c2ws, intrinsics, tolerance=0.05)[0, 10, 12]
-    assert seen_in_other_views(origins, directions, depths, masks, c2ws, intrinsics, tolerance=0.1)[0, 10, 12]
+    points = _points(origins, directions, depths, masks)
+    assert not seen_in_other_views(points, depths, masks, c2ws, intrinsics, tolerance=0.05)[0, 10, 12]
+    assert seen_in_other_views(points, depths, masks, c2ws, intrinsics, tolerance=0.1)[0, 10, 12]
     with pytest.raises(ValueError, match="tolerance"):
-        seen_in_other_views(origins, directions, depths, masks, c2ws, intrinsics, tolerance=-1)
+        seen_in_other_views(points, depths, masks, c2ws, intrinsics, tolerance=-1)
+    with pytest.raises(ValueError, match="points for 1 masked pixels"):
+        seen_in_other_views([points[0][:0], points[1]], depths, masks, c2ws, intrinsics)

@@ -446,7 +446,7 @@ class MaldNerfPipeline(DiffusionPipeline):
         re-inpaint the views with the smaller masks (the rendered background as context in the seen part)."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        from ns_diffusion_methods.geometry.visibility import seen_in_other_views
+        from ns_diffusion_methods.geometry.visibility import seen_in_other_views, surface_points_of
 
         dm = self.datamanager
         cameras = dm.train_dataset.cameras
@@ -461,12 +461,14 @@ class MaldNerfPipeline(DiffusionPipeline):
                 return depth["depth"][..., 0].float().cpu()
 
             depths = run_sharded(indices, work)
-        rays = [cameras.generate_rays(camera_indices=index, keep_shape=True) for index in indices]
-        origins = torch.stack([r.origins for r in rays]).float()
-        directions = torch.stack([r.directions for r in rays]).float()
-        intrinsics = torch.cat([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1).float()
         masks = dm.object_masks.cpu()
-        seen = seen_in_other_views(origins, directions, torch.stack([depths[i] for i in indices]), masks,
+        hole_points = []  # only the object pixels' rays are kept
+        for index in indices:
+            rays = cameras.generate_rays(camera_indices=index, keep_shape=True)
+            hole_points.append(surface_points_of(rays.origins.cpu().float(), rays.directions.cpu().float(),
+                                                 depths[index], masks[index]))
+        intrinsics = torch.cat([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1).float()
+        seen = seen_in_other_views(hole_points, torch.stack([depths[i] for i in indices]), masks,
                                    cameras.camera_to_worlds.float(), intrinsics,
                                    tolerance=self.config.visibility_depth_tolerance)
         dm.set_seen_masks(seen, step)

@@ -31,7 +31,8 @@ def fixed_seen(monkeypatch):
 
     calls = []
 
-    def fake(origins, directions, depths, masks, camera_to_worlds, intrinsics, tolerance):
+    def fake(hole_points, depths, masks, camera_to_worlds, intrinsics, tolerance):
+        assert [p.shape[0] for p in hole_points] == masks.sum(dim=(1, 2)).tolist()
         calls.append({"depths": depths.shape, "tolerance": tolerance, "masks": masks.clone()})
         return _left_half(masks)
 

@@ -124,16 +124,18 @@ def run_to_capture(points: Tensor, transform: Tensor, scale: float) -> Tensor:
     return (points / scale - translation) @ rotation
 
 
+def ray_distance(depth: Tensor, directions_norm: Optional[Tensor], depth_along_axis: bool) -> Tensor:
+    """A rendered ``depth`` ``[..., 1]`` as the distance along the unit ray: NeRFs report that already; splats report
+    the depth along the camera axis, converted with ``directions_norm`` (the length of the ray direction whose axis
+    component is 1)."""
+    return depth * directions_norm if depth_along_axis and directions_norm is not None else depth
+
+
 def surface_points(origins: Tensor, directions: Tensor, depth: Tensor, directions_norm: Optional[Tensor],
                    depth_along_axis: bool) -> Tensor:
-    """``[..., 3]`` surface points of rays with unit ``directions`` and a rendered ``depth`` ``[..., 1]``.
-
-    Args:
-        depth_along_axis: the depth is measured along the camera axis (splats) rather than along the ray (NeRFs);
-            it is converted with ``directions_norm`` (the length of the ray direction whose axis component is 1).
-    """
-    distance = depth * directions_norm if depth_along_axis and directions_norm is not None else depth
-    return origins + directions * distance
+    """``[..., 3]`` surface points of rays with unit ``directions`` and a rendered ``depth`` ``[..., 1]``
+    (:func:`ray_distance`)."""
+    return origins + directions * ray_distance(depth, directions_norm, depth_along_axis)
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -306,22 +308,31 @@ def _is_splat(model: Any) -> bool:
     return isinstance(model, SplatfactoModel)
 
 
-def _render_local_points(model: Any, camera: Any, box: Box, along_axis: bool,
-                         to_capture: Optional[Callable[[Tensor], Tensor]]) -> Tuple[Tensor, Optional[Tensor]]:
-    """``[H, W, 3]`` surface points of one camera in the box's frame and its ``[H, W]`` accumulation (or None)."""
+def render_distance(model: Any, camera: Any, purpose: str = "ns-diffusion masks") -> Tuple[Any, Tensor,
+                                                                                           Optional[Tensor]]:
+    """Render one camera: its rays (unit directions), the ``[H, W, 1]`` distance along each ray to the surface (splat
+    models' depth along the camera axis converted, :func:`ray_distance`) and the ``[H, W]`` accumulation (or
+    None). Shared by the box (``masks``) and the click (``point-masks``) paths."""
     from ns_diffusion_methods.dataset_updates.render import render_camera_outputs
 
     outputs = render_camera_outputs(model, camera, ("depth", "accumulation"))
     if "depth" not in outputs:
-        raise UserFacingError(f"The run's model ({type(model).__name__}) renders no depth, which ns-diffusion "
-                              f"masks needs. Train a nerfacto or splatfacto run on the capture and pass its "
-                              f"config.yml.")
+        raise UserFacingError(f"The run's model ({type(model).__name__}) renders no depth, which {purpose} needs. "
+                              f"Train a nerfacto or splatfacto run on the capture and pass its config.yml.")
     rays = camera.generate_rays(camera_indices=0, keep_shape=True)
     norm = None if rays.metadata is None else rays.metadata.get("directions_norm")
-    points = surface_points(rays.origins, rays.directions, outputs["depth"].to(rays.origins), norm, along_axis)
+    distance = ray_distance(outputs["depth"].to(rays.origins), norm, _is_splat(model))
+    accumulation = outputs["accumulation"][..., 0] if "accumulation" in outputs else None
+    return rays, distance, accumulation
+
+
+def _render_local_points(model: Any, camera: Any, box: Box,
+                         to_capture: Optional[Callable[[Tensor], Tensor]]) -> Tuple[Tensor, Optional[Tensor]]:
+    """``[H, W, 3]`` surface points of one camera in the box's frame and its ``[H, W]`` accumulation (or None)."""
+    rays, distance, accumulation = render_distance(model, camera)
+    points = surface_points(rays.origins, rays.directions, distance, None, depth_along_axis=False)
     if to_capture is not None:
         points = to_capture(points)
-    accumulation = outputs["accumulation"][..., 0] if "accumulation" in outputs else None
     return box.to_local(points.double()).cpu(), None if accumulation is None else accumulation.cpu()
 
 
@@ -340,7 +351,6 @@ def derive_masks(model: Any, views: Sequence[Tuple[Path, Any]], box: Box, settin
     """
     import copy
 
-    along_axis = _is_splat(model)
     device = next(model.parameters()).device
     factor = int(settings.supersample)
     use_floor = settings.floor_margin > 0
@@ -351,7 +361,7 @@ def derive_masks(model: Any, views: Sequence[Tuple[Path, Any]], box: Box, settin
         if factor > 1:
             camera = copy.deepcopy(camera)
             camera.rescale_output_resolution(factor)  # sub-pixel ray centres (i + 0.5) / S of each pixel
-        local, accumulation = _render_local_points(model, camera, box, along_axis, to_capture)
+        local, accumulation = _render_local_points(model, camera, box, to_capture)
         inside = box.contains_local(local)
         opaque = torch.ones_like(inside) if accumulation is None else accumulation >= settings.min_accumulation
         inside &= opaque
@@ -405,7 +415,7 @@ def write_masks(derived: DerivedMasks, folder: Path) -> None:
         save_image(mask.astype(np.uint8) * 255, folder / f"{path.stem}.png")
 
 
-def _run_capture(config: Any) -> Path:
+def run_capture(config: Any) -> Path:
     """The capture folder a run was trained on; only transforms.json captures can receive masks."""
     dataparser = config.pipeline.datamanager.dataparser
     name = type(dataparser).__name__
@@ -476,7 +486,7 @@ def masks_from_run(load_config: Path, box: Box, settings: BoxMaskSettings, outpu
     from ns_diffusion_methods.engine.progress import progress_bars
 
     config, pipeline, _, _ = eval_setup(Path(load_config), test_mode="inference")
-    capture = Path(data) if data is not None else _run_capture(config)
+    capture = Path(data) if data is not None else run_capture(config)
     to_capture = capture_transform(config, settings)
     views = run_views(config)
     with progress_bars() as progress:

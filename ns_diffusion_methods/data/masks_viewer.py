@@ -291,10 +291,10 @@ def open_viewer(load_config: Path, box: Optional[Box], settings: BoxMaskSettings
     from nerfstudio.scripts.viewer.run_viewer import _start_viewer
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from ns_diffusion_methods.data.box_masks import _run_capture, masks_from_views, run_views
+    from ns_diffusion_methods.data.box_masks import masks_from_views, run_capture, run_views
 
     config, pipeline, _, step = eval_setup(Path(load_config), eval_num_rays_per_chunk=None, test_mode="test")
-    capture = _run_capture(config)
+    capture = run_capture(config)
     views = run_views(config)
 
     def write(box: Box, settings: BoxMaskSettings, output: Path, progress: Callable[[], None]) -> Tuple[Any, Any]:

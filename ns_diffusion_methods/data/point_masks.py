@@ -134,30 +134,22 @@ class RenderedView:
 
 def render_view(model: Any, camera: Any, settings: PointMaskSettings) -> RenderedView:
     """Render one camera's depth (as the distance along its unit rays) and opacity."""
-    from ns_diffusion_methods.data.box_masks import _is_splat
-    from ns_diffusion_methods.dataset_updates.render import render_camera_outputs
+    from ns_diffusion_methods.data.box_masks import render_distance
 
-    outputs = render_camera_outputs(model, camera, ("depth", "accumulation"))
-    if "depth" not in outputs:
-        raise UserFacingError(f"The run's model ({type(model).__name__}) renders no depth, which ns-diffusion "
-                              f"point-masks needs. Train a nerfacto or splatfacto run on the capture.")
-    depth = outputs["depth"][..., 0].float().cpu()
-    if _is_splat(model):  # splats report the depth along the camera axis
-        rays = camera.generate_rays(camera_indices=0, keep_shape=True)
-        norm = None if rays.metadata is None else rays.metadata.get("directions_norm")
-        if norm is not None:
-            depth = depth * norm[..., 0].cpu()
-    opaque = (outputs["accumulation"][..., 0].cpu() >= settings.min_accumulation if "accumulation" in outputs
-              else torch.ones_like(depth, dtype=torch.bool))
-    return RenderedView(depth, opaque)
+    _, distance, accumulation = render_distance(model, camera, "ns-diffusion point-masks")
+    distance = distance[..., 0].float().cpu()
+    opaque = (accumulation.cpu() >= settings.min_accumulation if accumulation is not None
+              else torch.ones_like(distance, dtype=torch.bool))
+    return RenderedView(distance, opaque)
 
 
 def lift(camera: Any, rendered: RenderedView, mask: np.ndarray) -> Tensor:
     """``[M, 3]`` surface points of the opaque pixels of ``mask`` (the camera's world coordinates)."""
+    from ns_diffusion_methods.geometry.visibility import surface_points_of
+
     rays = camera.generate_rays(camera_indices=0, keep_shape=True)
     pick = torch.from_numpy(np.asarray(mask, dtype=bool)) & rendered.opaque
-    origins, directions = rays.origins.cpu().float()[pick], rays.directions.cpu().float()[pick]
-    return origins + directions * rendered.distance[pick][:, None]
+    return surface_points_of(rays.origins.cpu().float(), rays.directions.cpu().float(), rendered.distance, pick)
 
 
 def support(points: Tensor, camera: Any, rendered: RenderedView, tolerance: float) -> np.ndarray:
@@ -278,13 +270,13 @@ def masks_from_points(load_config: Path, view: str, points: Sequence[Tuple[float
     from nerfstudio.utils.eval_utils import eval_setup
 
     from ns_diffusion_methods.data.add_masks import add_masks
-    from ns_diffusion_methods.data.box_masks import _run_capture, run_views, write_masks
+    from ns_diffusion_methods.data.box_masks import run_capture, run_views, write_masks
     from ns_diffusion_methods.engine.progress import progress_bars
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     segment = load_segmenter(model_name, device, console)
     config, pipeline, _, _ = eval_setup(Path(load_config), test_mode="inference")
-    capture = Path(data) if data is not None else _run_capture(config)
+    capture = Path(data) if data is not None else run_capture(config)
     views = run_views(config)
     seed = find_view(views, view)
     with progress_bars() as progress:

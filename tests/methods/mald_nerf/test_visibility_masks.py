@@ -137,3 +137,15 @@ def test_off_by_default_and_refused_for_fisheye_cameras(object_removal_capture):
     cameras.camera_type = torch.full_like(cameras.camera_type, CameraType.FISHEYE.value)
     with pytest.raises(DataError, match="FISHEYE cameras: turn it off"):
         pipeline.start_training(0, 10)
+
+
+def test_the_real_visibility_runs_on_the_pipelines_own_depth(object_removal_capture):
+    """Without the stand-in: the pipeline's depth renders, rays and cameras reach seen_in_other_views and its result is
+    stored (a subset of each view's object mask)."""
+    pipeline = build_pipeline(object_removal_capture, FLAGS)
+    dm = pipeline.datamanager
+    pipeline.start_training(0, 10)
+    assert pipeline.visibility_after_iteration(1) is True
+    seen = torch.stack([dm.seen_mask(i) for i in range(dm.num_train_images)])
+    assert not (seen & ~dm.object_masks).any()
+    assert torch.equal(dm.inpaint_masks, dm.object_masks & ~seen)

@@ -10,8 +10,8 @@ import torch
 
 
 class SceneDepthModel(torch.nn.Module):
-    """Exact depth and accumulation of the synthetic scene (rays traced); ``removable`` holds the last frame's object
-    pixels."""
+    """Exact depth, accumulation and colour of the synthetic scene (rays traced, one per pixel); ``removable`` and
+    ``shadow`` hold the last frame's object pixels and the pixels in its shadow."""
 
     def __init__(self, scene):
         super().__init__()
@@ -27,8 +27,9 @@ class SceneDepthModel(torch.nn.Module):
         depth = traced["depth"].float()
         hit = torch.isfinite(depth)
         self.removable = traced["removable_hit"].reshape(shape)
+        self.shadow = traced["removable_shadow"].reshape(shape)
         return {"depth": torch.where(hit, depth, torch.full_like(depth, 1e3)).reshape(*shape, 1),
-                "accumulation": hit.float().reshape(*shape, 1)}
+                "accumulation": hit.float().reshape(*shape, 1), "rgb": traced["rgb"].float().reshape(*shape, 3)}
 
 
 def training_cameras(capture: Path) -> List[Tuple[Path, Any]]:

@@ -9,7 +9,7 @@ and writes the masks through :func:`masks_from_views`, as the command does (:mod
 
 For every frame of the run (training and evaluation split alike: all of them were photographed with the object):
 
-1. the run renders depth and accumulation at the frame's camera;
+1. the run renders depth and accumulation (and colour, for the shadow) at the frame's camera;
 2. each pixel's surface point is ``origin + direction * t``: nerfstudio's NeRF models report the distance along the
    (unit) ray direction; splat models report the depth along the camera axis, converted with the ray's
    ``directions_norm``;
@@ -20,10 +20,14 @@ For every frame of the run (training and evaluation split alike: all of them wer
    flat, so floor around the object's base, inside the box's footprint, lands above the box's bottom wherever the run
    lifted it a little. The dominant plane near the box's bottom face is fitted to the surface points of all frames
    (:func:`fit_floor`), and points closer to it than ``floor_margin`` of the box's height are not object;
-5. clean-up, in the frame's render resolution: holes inside the object are filled, connected pieces smaller than
+5. the shadow (``shadow_darkening``): the object's shadow changes the floor's colour, so it must go with the object.
+   Floor points of every frame around the box are binned on a grid on the floor; cells whose median colour over all
+   frames is clearly darker than the floor around, and which touch the box's footprint, are the shadow
+   (:func:`find_shadow`), and the pixels whose floor point falls in them join the mask;
+6. clean-up, in the frame's render resolution: holes inside the object are filled, connected pieces smaller than
    ``min_component`` of the mask are dropped (stray floaters inside the box), then the mask is dilated (SPIn-NeRF
    dilates its masks 5x5, five times);
-6. the mask is enlarged (nearest) to the frame's image size and handed to :func:`~ns_diffusion_methods.data.add_masks
+7. the mask is enlarged (nearest) to the frame's image size and handed to :func:`~ns_diffusion_methods.data.add_masks
    .add_masks`, which writes the capture copy (or the capture in place, with a backup) with ``object_mask_path``
    entries, exactly as ``ns-diffusion add-masks`` does with painted masks.
 
@@ -38,7 +42,7 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -180,6 +184,12 @@ class BoxMaskSettings:
     wherever the run reconstructed it above the box's bottom. Where no plane stands out there (an object hanging or
     standing on something small), nothing is removed. The object loses its lowest sliver, this high (objects flatter
     than it vanish: lower it for those)."""
+    shadow_darkening: float = 0.2
+    """The object's shadow joins its mask: floor (within 2 box footprints of the box's centre) whose colour, the
+    median over every view that sees it, is at least this fraction darker than the floor around the object, and
+    which touches the object's footprint on the floor. Needs the floor (floor_margin > 0, and a floor found); 0 = the
+    object alone. A shadow left in the training images stays in the scene once the object is gone; dark floor
+    texture next to the object is masked (and inpainted) too."""
     supersample: int = 1
     """Render each view with S x S rays per pixel; a pixel is object when at least half of its rays end in the box:
     keeps parts thinner than a pixel that no pixel centre sees. Costs S^2 the rendering time, and on a quick run's
@@ -189,6 +199,9 @@ class BoxMaskSettings:
         if not 0 <= self.floor_margin < 0.5:
             raise UserFacingError(f"--floor-margin is a fraction of the box's height in [0, 0.5) (0 = keep the floor), "
                                   f"but got {self.floor_margin}.")
+        if not 0 <= self.shadow_darkening < 1:
+            raise UserFacingError(f"--shadow-darkening is a fraction in [0, 1) (0 = no shadow), but got "
+                                  f"{self.shadow_darkening}.")
         if int(self.supersample) != self.supersample or self.supersample < 1:
             raise UserFacingError(f"--supersample is a whole number of rays per pixel side (1 = one ray per pixel), "
                                   f"but got {self.supersample}.")
@@ -278,6 +291,84 @@ def fit_floor(local: np.ndarray, size: Sequence[float], tolerance: float) -> Opt
     return FloorPlane((float(a), float(b)), float(c), support)
 
 
+#: floor points within this fraction of the box's height of the floor plane are floor for the shadow search
+SHADOW_FLOOR_TOLERANCE = 0.05
+#: the shadow search's grid on the floor has this many cells across the box's footprint (per side)
+SHADOW_CELLS_PER_BOX = 8
+#: a cell's colour is the median of at least this many floor points (of any views); emptier cells are unknown
+SHADOW_MIN_POINTS = 3
+
+
+@dataclass
+class ShadowMap:
+    """Which cells of a grid on the floor, in the box's frame, are the object's shadow (:func:`find_shadow`). The
+    grid spans :data:`FLOOR_SKIRT` times the box's footprint about its centre."""
+
+    shadow: np.ndarray
+    """``[C, C]`` bool, indexed by (x, y) cell."""
+    half: Tuple[float, float]
+    """Half-extent of the grid along the box's x and y."""
+
+    def cells(self, local: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cell indices (x, y) of box-frame points ``[N, 3]`` and whether each lies on the grid."""
+        count = self.shadow.shape[0]
+        u = (local[:, 0] / self.half[0] + 1) / 2 * count
+        v = (local[:, 1] / self.half[1] + 1) / 2 * count
+        on = (u >= 0) & (u < count) & (v >= 0) & (v < count)
+        return np.clip(u.astype(int), 0, count - 1), np.clip(v.astype(int), 0, count - 1), on
+
+    def contains(self, local: np.ndarray) -> np.ndarray:
+        """``[N]`` bool: box-frame floor points ``[N, 3]`` in the shadow."""
+        i, j, on = self.cells(local)
+        return on & self.shadow[i, j]
+
+
+def find_shadow(local: np.ndarray, luminance: np.ndarray, size: Sequence[float], floor: FloorPlane,
+                darkening: float) -> ShadowMap:
+    """The object's shadow on the floor, from the floor points ``[N, 3]`` (box frame) of every view and their rendered
+    ``luminance`` ``[N]``.
+
+    The floor within :data:`FLOOR_SKIRT` times the box's footprint is cut into a grid (:data:`SHADOW_CELLS_PER_BOX`
+    cells across the footprint); each cell's colour is the median luminance of the floor points of all views in it
+    (a shadow is where the floor is, whichever view looks, so one view's glare does not decide). The floor's own
+    colour is the median of the cells outside the footprint; cells at least ``darkening`` darker are shadow when
+    they connect to the footprint (through other shadow cells): the shadow the object casts, not dark floor further
+    away.
+    """
+    from scipy import ndimage
+
+    local = np.asarray(local, dtype=np.float64).reshape(-1, 3)
+    luminance = np.asarray(luminance, dtype=np.float64).reshape(-1)
+    half = (FLOOR_SKIRT * size[0] / 2, FLOOR_SKIRT * size[1] / 2)
+    count = int(round(2 * FLOOR_SKIRT * SHADOW_CELLS_PER_BOX))
+    grid = ShadowMap(np.zeros((count, count), dtype=bool), half)
+    on_floor = np.abs(floor.height_above(local)) <= SHADOW_FLOOR_TOLERANCE * size[2]
+    i, j, on = grid.cells(local)
+    keep = on & on_floor
+    if not keep.any():
+        return grid
+    cell = (i * count + j)[keep]
+    order = np.lexsort((luminance[keep], cell))  # by cell, then by luminance within each cell
+    cell, values = cell[order], luminance[keep][order]
+    counts = np.bincount(cell, minlength=count * count)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    median = np.full(count * count, np.nan)
+    known = counts >= SHADOW_MIN_POINTS
+    median[known] = values[starts[known] + counts[known] // 2]
+    median = median.reshape(count, count)
+    centres = (np.arange(count) + 0.5) / count * 2 - 1  # cell centres in units of the grid's half-extent
+    footprint = (np.abs(centres)[:, None] * FLOOR_SKIRT <= 1) & (np.abs(centres)[None, :] * FLOOR_SKIRT <= 1)
+    around = median[~footprint]
+    if not np.isfinite(around).any():
+        return grid
+    reference = float(np.nanmedian(around))
+    dark = np.nan_to_num(median, nan=np.inf) < (1 - darkening) * reference
+    labels, _ = ndimage.label(dark | footprint)
+    touching = np.unique(labels[footprint])
+    grid.shadow = np.isin(labels, touching[touching > 0]) & dark
+    return grid
+
+
 def reduce_supersampled(mask: np.ndarray, factor: int) -> np.ndarray:
     """``[H, W]`` from an ``[H * factor, W * factor]`` mask of sub-pixel rays: True where at least half are."""
     if factor == 1:
@@ -295,6 +386,8 @@ class DerivedMasks:
     masks: List[np.ndarray] = field(default_factory=list)
     floor: Optional[FloorPlane] = None
     """The floor found under the box (box frame), when ``floor_margin`` is on and one was found."""
+    shadow: Optional[ShadowMap] = None
+    """The object's shadow on that floor, when ``shadow_darkening`` is on and a floor was found."""
 
     def coverage(self) -> List[float]:
         return [float(m.mean()) for m in self.masks]
@@ -308,14 +401,27 @@ def _is_splat(model: Any) -> bool:
     return isinstance(model, SplatfactoModel)
 
 
-def render_distance(model: Any, camera: Any, purpose: str = "ns-diffusion masks") -> Tuple[Any, Tensor,
-                                                                                           Optional[Tensor]]:
-    """Render one camera: its rays (unit directions), the ``[H, W, 1]`` distance along each ray to the surface (splat
-    models' depth along the camera axis converted, :func:`ray_distance`) and the ``[H, W]`` accumulation (or
-    None). Shared by the box (``masks``) and the click (``point-masks``) paths."""
+class DepthRender(NamedTuple):
+    """One camera rendered by :func:`render_distance`."""
+
+    rays: Any
+    """The camera's rays (unit directions)."""
+    distance: Tensor
+    """``[H, W, 1]`` distance along each ray to the surface."""
+    accumulation: Optional[Tensor]
+    """``[H, W]`` accumulation (None when the model renders none)."""
+    rgb: Optional[Tensor]
+    """``[H, W, 3]`` colour, when asked for."""
+
+
+def render_distance(model: Any, camera: Any, purpose: str = "ns-diffusion masks", rgb: bool = False) -> DepthRender:
+    """Render one camera: its rays, the distance along each ray to the surface (splat models' depth along the camera
+    axis converted, :func:`ray_distance`), the accumulation and (``rgb``) the colour. Shared by the box (``masks``)
+    and the click (``point-masks``) paths."""
     from ns_diffusion_methods.dataset_updates.render import render_camera_outputs
 
-    outputs = render_camera_outputs(model, camera, ("depth", "accumulation"))
+    names = ("depth", "accumulation", "rgb") if rgb else ("depth", "accumulation")
+    outputs = render_camera_outputs(model, camera, names)
     if "depth" not in outputs:
         raise UserFacingError(f"The run's model ({type(model).__name__}) renders no depth, which {purpose} needs. "
                               f"Train a nerfacto or splatfacto run on the capture and pass its config.yml.")
@@ -323,17 +429,23 @@ def render_distance(model: Any, camera: Any, purpose: str = "ns-diffusion masks"
     norm = None if rays.metadata is None else rays.metadata.get("directions_norm")
     distance = ray_distance(outputs["depth"].to(rays.origins), norm, _is_splat(model))
     accumulation = outputs["accumulation"][..., 0] if "accumulation" in outputs else None
-    return rays, distance, accumulation
+    return DepthRender(rays, distance, accumulation, outputs.get("rgb"))
 
 
-def _render_local_points(model: Any, camera: Any, box: Box,
-                         to_capture: Optional[Callable[[Tensor], Tensor]]) -> Tuple[Tensor, Optional[Tensor]]:
-    """``[H, W, 3]`` surface points of one camera in the box's frame and its ``[H, W]`` accumulation (or None)."""
-    rays, distance, accumulation = render_distance(model, camera)
-    points = surface_points(rays.origins, rays.directions, distance, None, depth_along_axis=False)
-    if to_capture is not None:
-        points = to_capture(points)
-    return box.to_local(points.double()).cpu(), None if accumulation is None else accumulation.cpu()
+@dataclass
+class _ViewCandidates:
+    """What :func:`derive_masks` keeps of one rendered view until the floor (and the shadow) are known."""
+
+    inside: np.ndarray
+    """``[H*S, W*S]`` bool: opaque rays ending in the box."""
+    inside_points: np.ndarray
+    """``[K, 3]`` box-frame points of those rays."""
+    near: Optional[np.ndarray] = None
+    """``[H*S, W*S]`` bool: opaque rays ending where the floor is searched (:func:`floor_search_region`)."""
+    near_points: Optional[np.ndarray] = None
+    """``[M, 3]`` their box-frame points."""
+    near_luminance: Optional[np.ndarray] = None
+    """``[M]`` their rendered luminance (for the shadow)."""
 
 
 def derive_masks(model: Any, views: Sequence[Tuple[Path, Any]], box: Box, settings: BoxMaskSettings,
@@ -354,33 +466,54 @@ def derive_masks(model: Any, views: Sequence[Tuple[Path, Any]], box: Box, settin
     device = next(model.parameters()).device
     factor = int(settings.supersample)
     use_floor = settings.floor_margin > 0
-    candidates: List[Tuple[np.ndarray, np.ndarray]] = []  # per view: inside & opaque [H*S, W*S], their box-frame points
+    use_shadow = use_floor and settings.shadow_darkening > 0
+    views_kept: List[_ViewCandidates] = []
     floor_samples: List[np.ndarray] = []
     for _, camera in views:
         camera = camera.to(device)
         if factor > 1:
             camera = copy.deepcopy(camera)
             camera.rescale_output_resolution(factor)  # sub-pixel ray centres (i + 0.5) / S of each pixel
-        local, accumulation = _render_local_points(model, camera, box, to_capture)
+        render = render_distance(model, camera, rgb=use_shadow)
+        points = surface_points(render.rays.origins, render.rays.directions, render.distance, None,
+                                depth_along_axis=False)
+        if to_capture is not None:
+            points = to_capture(points)
+        local = box.to_local(points.double()).cpu()
         inside = box.contains_local(local)
-        opaque = torch.ones_like(inside) if accumulation is None else accumulation >= settings.min_accumulation
+        opaque = (torch.ones_like(inside) if render.accumulation is None
+                  else render.accumulation.cpu() >= settings.min_accumulation)
         inside &= opaque
-        inside_np = inside.numpy()
-        candidates.append((inside_np, local[inside].numpy()))
+        kept = _ViewCandidates(inside.numpy(), local[inside].numpy())
         if use_floor:
-            near = local[opaque].numpy()
-            near = near[floor_search_region(near, box.size)]
-            stride = max(1, len(near) // FLOOR_POINTS_PER_VIEW)
-            floor_samples.append(near[::stride])
+            local_np = local.numpy()
+            near = opaque.numpy() & floor_search_region(local_np, box.size)
+            near_points = local_np[near]
+            stride = max(1, len(near_points) // FLOOR_POINTS_PER_VIEW)
+            floor_samples.append(near_points[::stride])
+            if use_shadow:
+                if render.rgb is None:
+                    raise UserFacingError(f"The run's model ({type(model).__name__}) renders no colour, which the "
+                                          f"shadow rule needs; pass --shadow-darkening 0 to mask the object alone.")
+                kept.near, kept.near_points = near, near_points
+                kept.near_luminance = render.rgb.float().mean(dim=-1).cpu().numpy()[near]
+        views_kept.append(kept)
         if progress is not None:
             progress()
     derived = DerivedMasks()
     if use_floor and floor_samples:
         derived.floor = fit_floor(np.concatenate(floor_samples), box.size, settings.floor_margin * box.size[2])
-    for (path, _), (inside, points) in zip(views, candidates):
+    if use_shadow and derived.floor is not None:
+        derived.shadow = find_shadow(np.concatenate([v.near_points for v in views_kept]),
+                                     np.concatenate([v.near_luminance for v in views_kept]), box.size,
+                                     derived.floor, settings.shadow_darkening)
+    for (path, _), kept in zip(views, views_kept):
+        inside = kept.inside
         if derived.floor is not None:
             inside = inside.copy()
-            inside[inside] = derived.floor.height_above(points) > settings.floor_margin * box.size[2]
+            inside[inside] = derived.floor.height_above(kept.inside_points) > settings.floor_margin * box.size[2]
+        if derived.shadow is not None:
+            inside[kept.near] |= derived.shadow.contains(kept.near_points)
         mask = clean_mask(reduce_supersampled(inside, factor), settings.min_component, settings.dilation)
         derived.files.append(Path(path))
         derived.masks.append(mask)

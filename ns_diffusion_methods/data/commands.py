@@ -87,6 +87,10 @@ class MasksCommand:
     floor_margin: float = 0.02
     """Surface closer than this fraction of the box's height to the floor under the box (the plane fitted near the
     box's bottom face, when one stands out there) is not object; 0 = keep the floor."""
+    shadow_darkening: float = 0.2
+    """The object's shadow joins its mask: floor around the object's footprint, touching it, whose colour (the median
+    over the views) is at least this fraction darker than the floor around; needs the floor rule; 0 = the object
+    alone."""
     supersample: int = 1
     """Render each view with S x S rays per pixel; a pixel is object when at least half of its rays end in the box."""
 
@@ -100,7 +104,8 @@ class MasksCommand:
                                   f"trained on the capture (outputs/<capture>/nerfacto/<time>/config.yml).")
         settings = BoxMaskSettings(frame=self.frame, min_accumulation=self.min_accumulation,
                                    min_component=self.min_component, dilation=tuple(self.dilate),
-                                   floor_margin=self.floor_margin, supersample=self.supersample)
+                                   floor_margin=self.floor_margin, shadow_darkening=self.shadow_darkening,
+                                   supersample=self.supersample)
         report = masks_from_run(self.load_config, box, settings, output=self.output, in_place=self.in_place,
                                 data=self.data)
         print(report.text(Path(f"the box {self.box}"), (0, 0)))
@@ -199,6 +204,12 @@ class MasksViewerCommand:
     """The panel's first Min component (as ns-diffusion masks --min-component)."""
     dilate: Tuple[int, int] = (5, 5)
     """The panel's first dilation, K N (as ns-diffusion masks --dilate)."""
+    floor_margin: float = 0.02
+    """The panel's first Floor margin (as ns-diffusion masks --floor-margin)."""
+    shadow_darkening: float = 0.2
+    """The panel's first Shadow darkening (as ns-diffusion masks --shadow-darkening)."""
+    supersample: int = 1
+    """The panel's first Supersample (as ns-diffusion masks --supersample)."""
     viewer: ViewerFlags = field(default_factory=ViewerFlags)
     """Where the viewer serves."""
 
@@ -212,7 +223,9 @@ class MasksViewerCommand:
             raise UserFacingError(f"--load-config {self.load_config} does not exist; pass the config.yml of a run "
                                   f"trained on the capture (outputs/<capture>/nerfacto/<time>/config.yml).")
         settings = BoxMaskSettings(frame="run", min_accumulation=self.min_accumulation,
-                                   min_component=self.min_component, dilation=tuple(self.dilate))
+                                   min_component=self.min_component, dilation=tuple(self.dilate),
+                                   floor_margin=self.floor_margin, shadow_darkening=self.shadow_darkening,
+                                   supersample=self.supersample)
         # stopped with SIGTERM, exit as on Ctrl+C: nerfstudio's data workers of the loaded run end with the viewer
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         open_viewer(self.load_config, box, settings, self.output, self.viewer.websocket_host,

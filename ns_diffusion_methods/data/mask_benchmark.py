@@ -9,14 +9,17 @@ For each scene seed, on the synthetic object-removal capture (the object stands 
    comparison is with the object's own pixels), with the command's rules (``mask_settings``: the defaults of
    :class:`~ns_diffusion_methods.data.box_masks.BoxMaskSettings` unless given); the baseline is the plain rule (the
    surface point in the box, one ray per pixel, no floor rule: ``floor_margin=0``, ``supersample=1``) on the same run;
-4. IoU of each derived mask with the object's true pixels in that view (the synthetic scene's renderer: rays whose
-   first hit is the object; the capture's own masks also hold the object's shadow, which no box can select);
+4. IoU of each derived mask with the pixels that removing the object changes in that view (the synthetic scene's
+   renderer at pixel centres: rays whose first hit is the object, or floor in its shadow; the capture's own masks
+   mark the same, from any sub-pixel ray); and, with the shadow rule off (``shadow_darkening=0``), IoU with the
+   object's own pixels;
 5. ``mald-nerf-small`` (OpenCV inpainter) trains twice, on the capture's true masks and on the derived ones (both
    dilated by the same ``dilate`` kernel), and ``ns-eval`` scores both on the object-free evaluation views
    (``mald_iterations=0`` skips this step).
 
-Rows: ``capture``, ``seed``, ``iou_min``, ``iou_mean`` (the command's rules), ``iou_min_plain``, ``iou_mean_plain``
-(the baseline), ``masked_psnr_true_masks``, ``masked_psnr_derived_masks``.
+Rows: ``capture``, ``seed``, ``iou_min``, ``iou_mean`` (the command's rules, object and shadow), ``iou_min_plain``,
+``iou_mean_plain`` (the baseline, same truth), ``iou_min_object``, ``iou_mean_object`` (the command's rules without
+the shadow, against the object alone), ``masked_psnr_true_masks``, ``masked_psnr_derived_masks``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -66,8 +69,9 @@ def object_box(capture: Path, margin: float):
     return scene, Box((prim.center[0], prim.center[1], (bottom + top) / 2), (2 * half[0], 2 * half[1], top - bottom))
 
 
-def true_object_pixels(scene: Any, transforms: Dict[str, Any], frame: Dict[str, Any]) -> np.ndarray:
-    """``[H, W]`` bool: pixels of ``frame`` whose first hit is the removable object (pixel-centre rays)."""
+def true_object_pixels(scene: Any, transforms: Dict[str, Any], frame: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
+    """``[H, W]`` bool each: pixels of ``frame`` whose first hit is the removable object, and those whose first hit
+    is in its shadow (pixel-centre rays)."""
     from nerfstudio.cameras.cameras import Cameras
 
     from ns_diffusion_methods.synthetic.render import render_rays
@@ -78,7 +82,7 @@ def true_object_pixels(scene: Any, transforms: Dict[str, Any], frame: Dict[str, 
     rays = camera.generate_rays(camera_indices=0, keep_shape=True)
     shape = rays.origins.shape[:2]
     traced = render_rays(scene, rays.origins.reshape(-1, 3).double(), rays.directions.reshape(-1, 3).double())
-    return traced["removable_hit"].reshape(shape).numpy()
+    return traced["removable_hit"].reshape(shape).numpy(), traced["removable_shadow"].reshape(shape).numpy()
 
 
 def _ious(derived: Any, truths: Dict[str, np.ndarray]) -> List[float]:
@@ -110,6 +114,7 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Any) -> List[Dict[str, 
     params = {**DEFAULTS, **spec.get("params", {})}
     settings = BoxMaskSettings(**{**dict(params["mask_settings"] or {}), "frame": "capture", "dilation": (0, 0)})
     plain = BoxMaskSettings(frame="capture", dilation=(0, 0), floor_margin=0.0, supersample=1)
+    no_shadow = BoxMaskSettings(**{**vars(settings), "shadow_darkening": 0.0})
     cpu = [] if torch.cuda.is_available() else ["--machine.device-type", "cpu"]
     quiet = ["--steps-per-eval-batch", "0", "--steps-per-eval-image", "0", "--steps-per-eval-all-images", "0",
              "--steps-per-save", "100000", "--mixed-precision", "False", *cpu]
@@ -136,14 +141,21 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Any) -> List[Dict[str, 
                                       to_capture=to_capture)
         mask_seconds = time.perf_counter() - start
         baseline = derive_masks(pipeline.model, views, box, plain, to_capture)
+        object_only = derive_masks(pipeline.model, views, box, no_shadow, to_capture)
         transforms = json.loads((capture / "transforms.json").read_text())
-        truths = {Path(f["file_path"]).name: true_object_pixels(scene, transforms, f) for f in transforms["frames"]
+        traced = {Path(f["file_path"]).name: true_object_pixels(scene, transforms, f) for f in transforms["frames"]
                   if "object_mask_path" in f and "eval" not in f["file_path"]}
-        ious, plain_ious = _ious(derived, truths), _ious(baseline, truths)
+        changed = {name: hit | shadow for name, (hit, shadow) in traced.items()}
+        objects = {name: hit for name, (hit, _) in traced.items()}
+        ious, plain_ious = _ious(derived, changed), _ious(baseline, changed)
+        object_ious = _ious(object_only, objects)
         row: Dict[str, Any] = {"capture": "object-removal", "seed": seed, "views": len(ious),
                                "iou_min": min(ious), "iou_mean": float(np.mean(ious)),
                                "iou_min_plain": min(plain_ious), "iou_mean_plain": float(np.mean(plain_ious)),
-                               "floor_found": derived.floor is not None, "mask_seconds": mask_seconds}
+                               "iou_min_object": min(object_ious), "iou_mean_object": float(np.mean(object_ious)),
+                               "floor_found": derived.floor is not None,
+                               "shadow_cells": 0 if derived.shadow is None else int(derived.shadow.shadow.sum()),
+                               "mask_seconds": mask_seconds}
         if int(params["mald_iterations"]) > 0:
             for name, data in (("true_masks", capture), ("derived_masks", derived_capture)):
                 console.rule(f"[bold]seed {seed}[/bold]: mald-nerf-small on the {name.replace('_', ' ')}")

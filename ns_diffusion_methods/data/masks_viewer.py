@@ -9,8 +9,9 @@ The panel (:class:`MasksPanel`) holds:
   ``--box`` takes; the box is drawn in the scene (translucent, with its edges) on a gizmo that moves and turns it,
   and "Use the crop box" copies the box of the viewer's Crop Viewport (Crop center, Crop scale and Crop rotation are
   the same numbers);
-- the clean-up settings of the command (``--min-accumulation``, ``--min-component``, ``--dilate``) and the folder
-  the capture with the masks is written to;
+- the rules and clean-up settings of the command (``--min-accumulation``, ``--floor-margin``,
+  ``--shadow-darkening``, ``--supersample``, ``--min-component``, ``--dilate``) and the folder the capture with the
+  masks is written to;
 - the equivalent ``ns-diffusion masks`` command line, updated with every change;
 - "Write masks": the command's own code path (:func:`~ns_diffusion_methods.data.box_masks.masks_from_views`, the
   frames of :func:`~ns_diffusion_methods.data.box_masks.run_views`) on the loaded run, holding the viewer's render
@@ -67,6 +68,12 @@ def command_line(load_config: Path, box: Box, settings: BoxMaskSettings, output:
               ["--output", str(output) if output is not None else "DIR"]]
     if settings.min_accumulation != defaults.min_accumulation:
         groups.append(["--min-accumulation", _number(settings.min_accumulation)])
+    if settings.floor_margin != defaults.floor_margin:
+        groups.append(["--floor-margin", _number(settings.floor_margin)])
+    if settings.shadow_darkening != defaults.shadow_darkening:
+        groups.append(["--shadow-darkening", _number(settings.shadow_darkening)])
+    if settings.supersample != defaults.supersample:
+        groups.append(["--supersample", str(int(settings.supersample))])
     if settings.min_component != defaults.min_component:
         groups.append(["--min-component", _number(settings.min_component)])
     if tuple(settings.dilation) != tuple(defaults.dilation):
@@ -143,6 +150,17 @@ class MasksPanel:
             self.min_accumulation = gui.add_number(
                 "Min accumulation", float(settings.min_accumulation), min=0.0, max=1.0, step=0.01,
                 hint="A pixel can be object only where the run is at least this opaque (--min-accumulation).")
+            self.floor_margin = gui.add_number(
+                "Floor margin", float(settings.floor_margin), min=0.0, max=0.49, step=0.01,
+                hint="Surface this close to the floor under the box (fraction of the box's height) is not object; "
+                     "0 = keep the floor (--floor-margin).")
+            self.shadow_darkening = gui.add_number(
+                "Shadow darkening", float(settings.shadow_darkening), min=0.0, max=0.99, step=0.05,
+                hint="Floor touching the object's footprint this much darker than the floor around is its shadow "
+                     "and joins the mask; 0 = the object alone (--shadow-darkening).")
+            self.supersample = gui.add_number(
+                "Supersample", int(settings.supersample), min=1, max=4, step=1,
+                hint="S x S rays per pixel; a pixel is object when half of them are (--supersample).")
             self.min_component = gui.add_number(
                 "Min component", float(settings.min_component), min=0.0, max=1.0, step=0.01,
                 hint="Pieces of a view's mask smaller than this fraction of it are dropped (--min-component).")
@@ -161,8 +179,8 @@ class MasksPanel:
                                                          depth_test=False, line_width=3.0)
         for handle in (self.center, self.size, self.rotation):
             handle.on_update(lambda _: self.redraw())
-        for handle in (self.min_accumulation, self.min_component, self.dilate_kernel, self.dilate_times,
-                       self.output_text):
+        for handle in (self.min_accumulation, self.floor_margin, self.shadow_darkening, self.supersample,
+                       self.min_component, self.dilate_kernel, self.dilate_times, self.output_text):
             handle.on_update(lambda _: self.show_command())
         self.gizmo.on_update(lambda _: self._from_gizmo())
         self.write_button.on_click(lambda _: self.write_masks())
@@ -180,7 +198,10 @@ class MasksPanel:
         """The clean-up settings the panel shows (the box is in the viewer's coordinates: frame "run")."""
         return BoxMaskSettings(frame="run", min_accumulation=float(self.min_accumulation.value),
                                min_component=float(self.min_component.value),
-                               dilation=(int(self.dilate_kernel.value), int(self.dilate_times.value)))
+                               dilation=(int(self.dilate_kernel.value), int(self.dilate_times.value)),
+                               floor_margin=float(self.floor_margin.value),
+                               shadow_darkening=float(self.shadow_darkening.value),
+                               supersample=int(self.supersample.value))
 
     def output(self) -> Optional[Path]:
         text = self.output_text.value.strip()

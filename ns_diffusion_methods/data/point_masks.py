@@ -136,7 +136,8 @@ def render_view(model: Any, camera: Any, settings: PointMaskSettings) -> Rendere
     """Render one camera's depth (as the distance along its unit rays) and opacity."""
     from ns_diffusion_methods.data.box_masks import render_distance
 
-    _, distance, accumulation = render_distance(model, camera, "ns-diffusion point-masks")
+    render = render_distance(model, camera, "ns-diffusion point-masks")
+    distance, accumulation = render.distance, render.accumulation
     distance = distance[..., 0].float().cpu()
     opaque = (accumulation.cpu() >= settings.min_accumulation if accumulation is not None
               else torch.ones_like(distance, dtype=torch.bool))

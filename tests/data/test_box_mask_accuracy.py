@@ -1,10 +1,12 @@
-"""Accuracy rules of box-derived masks (``ns-diffusion masks``): the floor under the box and sub-pixel rays.
+"""Accuracy rules of box-derived masks (``ns-diffusion masks``): the floor under the box, the object's shadow on it
+and sub-pixel rays.
 
 A quick run's floor is never exactly flat; where it lies a little above the box's bottom, floor inside the box's
 footprint became object. Here a run is stood in for by the synthetic scene's exact depth with the floor lifted by a
 known amount: one ray per pixel and no floor rule marks floor pixels (the control), the floor rule finds the lifted
 plane and marks none. The plane fit itself is checked on hand-made point sets, and supersampling on a strip narrower
-than a pixel that no pixel centre sees.
+than a pixel that no pixel centre sees. The shadow rule is checked on the scene's own shadow (the renderer knows its
+pixels) and on a hand-made floor with a dark patch at the object's foot and another away from it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ns_diffusion_methods.data.box_masks import (
     BoxMaskSettings,
     FloorPlane,
     derive_masks,
+    find_shadow,
     fit_floor,
     reduce_supersampled,
 )
@@ -48,9 +51,10 @@ class LiftedFloorModel(torch.nn.Module):
         depth[floor] = (self.scene.floor.height + self.lift - origins[floor, 2]) / directions[floor, 2]
         hit = torch.isfinite(depth)
         self.truth = traced["removable_hit"].reshape(shape).numpy()
+        self.shadow = traced["removable_shadow"].reshape(shape).numpy()
         self.floor = floor.reshape(shape).numpy()
         return {"depth": torch.where(hit, depth, torch.full_like(depth, 1e3)).float().reshape(*shape, 1),
-                "accumulation": hit.float().reshape(*shape, 1)}
+                "accumulation": hit.float().reshape(*shape, 1), "rgb": traced["rgb"].float().reshape(*shape, 3)}
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +89,8 @@ def test_a_lifted_floor_inside_the_box_is_not_object(capture):
     model = LiftedFloorModel(scene, lift)
     views = _views(capture)
     plain = BoxMaskSettings(dilation=(0, 0), floor_margin=0.0)
-    floor_rule = BoxMaskSettings(dilation=(0, 0))
-    assert floor_rule.floor_margin > 0  # the rule is on by default
+    floor_rule = BoxMaskSettings(dilation=(0, 0), shadow_darkening=0.0)  # the floor rule alone (the shadow: below)
+    assert BoxMaskSettings().floor_margin > 0  # the rule is on by default
     old, new = _per_view(model, views, box, plain), _per_view(model, views, box, floor_rule)
     # the control: without the rule, floor pixels around the object's base are object in every view
     assert all((mask & floor).sum() > 0 for mask, _, floor in old)
@@ -201,3 +205,69 @@ def test_settings_refuse_bad_values():
         BoxMaskSettings(floor_margin=0.6)
     with pytest.raises(UserFacingError, match="supersample"):
         BoxMaskSettings(supersample=0)
+
+
+@pytest.fixture(scope="module")
+def shadow_capture(tmp_path_factory):
+    """Twelve views of 64 px: the floor's colour needs a few views per patch of floor (a capture's tens of views of
+    hundreds of pixels give hundreds)."""
+    from ns_diffusion_methods.synthetic import write_object_removal
+
+    return write_object_removal(tmp_path_factory.mktemp("shadow") / "capture", seed=0, image_size=64, num_views=12,
+                                num_eval_views=1)
+
+
+def test_the_objects_shadow_joins_its_mask(shadow_capture):
+    """The scene's exact depth and colour, a box around the object: with the shadow rule (the default) the masks
+    hold the object and its shadow (the pixels the renderer says the object darkens); without it (the control) the
+    shadow is missing from every mask that should hold it."""
+    from ns_diffusion_methods.data.mask_benchmark import object_box
+
+    scene, box = object_box(shadow_capture, 1.2)
+    model = LiftedFloorModel(scene, 0.0)
+    views = _views(shadow_capture)
+    truths = []
+    for view in views:  # each view's object and shadow pixels, as the renderer traces them
+        model.get_outputs_for_camera(view[1])
+        truths.append((model.truth, model.shadow))
+    assert BoxMaskSettings().shadow_darkening > 0  # on by default
+    with_shadow = derive_masks(model, views, box, BoxMaskSettings(dilation=(0, 0)))
+    without = derive_masks(model, views, box, BoxMaskSettings(dilation=(0, 0), shadow_darkening=0.0))
+    assert with_shadow.shadow is not None and with_shadow.shadow.shadow.any()
+    assert sum(int(shadow.sum()) for _, shadow in truths) > 20  # the views see a shadow
+    ious, plain_ious = [], []
+    for mask, plain, (obj, shadow) in zip(with_shadow.masks, without.masks, truths):
+        changed = obj | shadow
+        assert not (plain & shadow).any()  # the control: the object alone
+        ious.append((mask & changed).sum() / (mask | changed).sum())
+        plain_ious.append((plain & changed).sum() / (plain | changed).sum())
+        assert ious[-1] >= 0.9, (ious[-1], plain_ious[-1])
+        if shadow.sum() >= 20:  # a shadow of a few pixels weighs less than the shadow's edge cells
+            assert (mask & shadow).sum() >= 0.8 * shadow.sum() and ious[-1] > plain_ious[-1]
+        assert (mask & ~changed).sum() <= 0.08 * changed.sum()  # little plain floor (where the shadow's edge crosses)
+    assert np.mean(ious) > np.mean(plain_ious) + 0.05
+
+
+def test_the_shadow_search_by_hand():
+    """Floor points of a unit box's frame (bottom at z = -0.5) with luminance 0.8; a patch at 0.4 touching the box's
+    footprint is shadow, the same patch away from it and a patch only 10 % darker are not; no floor, no shadow."""
+    generator = np.random.default_rng(3)
+    size = (1.0, 1.0, 1.0)
+    floor = FloorPlane((0.0, 0.0), -0.5, 1.0)
+    xy = generator.uniform(-1.0, 1.0, size=(40000, 2))  # the search spans twice the footprint: [-1, 1]^2
+    points = np.column_stack([xy, np.full(len(xy), -0.5) + generator.normal(0, 0.005, len(xy))])
+    luminance = np.full(len(xy), 0.8)
+    at_foot = (xy[:, 0] > 0.45) & (xy[:, 0] < 0.85) & (np.abs(xy[:, 1]) < 0.2)  # overlaps the footprint's edge x=0.5
+    away = (xy[:, 0] < -0.75) & (xy[:, 1] > 0.75)  # 0.25 from the footprint, floor between
+    faint = (xy[:, 1] < -0.45) & (np.abs(xy[:, 0]) < 0.3)  # 10 % darker, overlapping the footprint's edge y=-0.5
+    luminance[at_foot], luminance[away], luminance[faint] = 0.4, 0.4, 0.72
+    shadow = find_shadow(points, luminance, size, floor, darkening=0.2)
+    found = shadow.contains(points)
+    inner = at_foot & (xy[:, 0] > 0.5) & (xy[:, 0] < 0.8) & (np.abs(xy[:, 1]) < 0.15)  # away from the patch's edges
+    assert found[inner].all()
+    assert not found[away].any() and not found[faint].any()
+    bright = (luminance == 0.8) & ~(np.abs(xy) <= 0.5).all(axis=1)  # plain floor around the footprint
+    assert found[bright].mean() < 0.03  # only in the cells the patch's edge crosses
+    assert not find_shadow(points, luminance, size, floor, darkening=0.6).shadow.any()  # 0.4 is not 60 % darker
+    lifted = points + np.array([0.0, 0.0, 0.3])  # nothing on the floor plane
+    assert not find_shadow(lifted, luminance, size, floor, darkening=0.2).shadow.any()

@@ -175,7 +175,7 @@ class RunCoordinatesSceneModel(SceneDepthModel):
         depth = traced["depth"] * self.scale  # capture distances -> run distances
         hit = torch.isfinite(depth)
         return {"depth": torch.where(hit, depth, torch.full_like(depth, 1e3)).float().reshape(*shape, 1),
-                "accumulation": hit.float().reshape(*shape, 1)}
+                "accumulation": hit.float().reshape(*shape, 1), "rgb": traced["rgb"].float().reshape(*shape, 3)}
 
 
 @pytest.mark.slow
@@ -217,17 +217,16 @@ def test_the_command_writes_a_capture_mald_nerf_reads(capture, tmp_path, monkeyp
     outputs = ObjectMaskDataParserConfig(data=output).setup().get_dataparser_outputs("train")
     assert len(outputs.image_filenames) == len(train)
     truth = json.loads((capture / "transforms.json").read_text())
-    shadowless = 0
     for frame_meta in train:
         derived = read_object_mask(output / frame_meta["object_mask_path"])
         true = next(f for f in truth["frames"] if f["file_path"] == frame_meta["file_path"])
         reference = read_object_mask(capture / true["object_mask_path"])  # object and its shadow
-        shadowless += int((derived & ~reference).sum() == 0)
-        assert (derived & reference).sum() / derived.sum() > 0.9  # the derived mask lies on the object
-    assert shadowless >= len(train) - 1
+        assert (derived & reference).sum() / derived.sum() > 0.9  # the derived mask lies on the object (and shadow)
+        assert (derived & reference).sum() / reference.sum() > 0.7  # ... and holds most of them
 
 
 def test_the_benchmark_box_holds_the_object_and_its_true_pixels_lie_in_the_captures_masks(capture):
+    """The benchmark's truth (object and shadow pixels at pixel centres) is what the capture's masks mark."""
     from ns_diffusion_methods.data.mask_benchmark import object_box, true_object_pixels
     from ns_diffusion_methods.data.masks import read_object_mask
 
@@ -237,9 +236,10 @@ def test_the_benchmark_box_holds_the_object_and_its_true_pixels_lie_in_the_captu
     assert bench_box.center[2] - bench_box.size[2] / 2 > scene.floor.height  # the floor is outside the box
     meta = json.loads((capture / "transforms.json").read_text())
     frame = next(f for f in meta["frames"] if "train" in f["file_path"])
-    truth = true_object_pixels(scene, meta, frame)
+    truth, shadow = true_object_pixels(scene, meta, frame)
     captured = read_object_mask(capture / frame["object_mask_path"])  # the object and its shadow
     assert truth.any() and (truth & ~captured).sum() <= 0.05 * truth.sum()
+    assert not (truth & shadow).any() and (shadow & ~captured).sum() <= 0.05 * max(1, shadow.sum())
 
 
 # ------------------------------------------------------------------------------------ the viewer's panel (no browser)
@@ -270,7 +270,8 @@ def test_the_panels_command_line_gives_back_its_box_and_settings():
 
     assert COMMANDS["masks-viewer"][1] == "MasksViewerCommand"
     box = Box((0.1, -0.25, 1 / 3), (0.3, 0.25, 0.5), (0.0, 0.1, -2.5))
-    settings = BoxMaskSettings(min_accumulation=0.2, min_component=0.0, dilation=(3, 2))
+    settings = BoxMaskSettings(min_accumulation=0.2, min_component=0.0, dilation=(3, 2), floor_margin=0.05,
+                               shadow_darkening=0.0, supersample=2)
     words = shlex.split(command_line(Path("runs/my run/config.yml"), box, settings, Path("out dir")))
     assert words[:2] == ["ns-diffusion", "masks"]
     import tyro
@@ -279,9 +280,11 @@ def test_the_panels_command_line_gives_back_its_box_and_settings():
     assert parsed.load_config == Path("runs/my run/config.yml") and parsed.output == Path("out dir")
     assert Box.parse(parsed.box) == box  # exactly: the numbers read back as the same floats
     assert (parsed.min_accumulation, parsed.min_component, tuple(parsed.dilate)) == (0.2, 0.0, (3, 2))
+    assert (parsed.floor_margin, parsed.shadow_darkening, parsed.supersample) == (0.05, 0.0, 2)
     # defaults are left out; a missing output folder shows the placeholder
     plain = command_line(Path("c.yml"), box, BoxMaskSettings(), None)
     assert "--min-accumulation" not in plain and "--dilate" not in plain and plain.endswith("--output DIR")
+    assert "--shadow-darkening" not in plain and "--floor-margin" not in plain
     multiline = command_line(Path("c.yml"), box, BoxMaskSettings(), None, multiline=True)
     assert multiline.replace(" \\\n    ", " ") == plain
 

@@ -120,13 +120,15 @@ def test_the_panel_writes_the_masks_of_the_box_set_in_the_browser(browser: Any, 
             fill(page, page.gui(NUMBER, "Min accumulation"), ["0"])
             fill(page, page.gui(NUMBER, "Dilate kernel"), ["3"])
             fill(page, page.gui(NUMBER, "Dilate times"), ["1"])
+            fill(page, page.gui(NUMBER, "Shadow darkening"), ["0"])
             fill(page, page.gui(TEXT, "Output folder"), [str(gui_output)])
             # the server has them all once the command line it shows has them
             box_text = ",".join(re.sub(r"\.0$", "", repr(v)) for v in box)
 
             def shown_command() -> Optional[str]:
                 text = markdown(page, "Same masks from a shell") or ""
-                wanted = [f"--box={box_text}", f"--output {gui_output}", "--min-accumulation 0", "--dilate 3 1"]
+                wanted = [f"--box={box_text}", f"--output {gui_output}", "--min-accumulation 0", "--dilate 3 1",
+                          "--shadow-darkening 0"]
                 return text if all(w in text for w in wanted) else None
 
             text = page.wait_for(shown_command, "the command line of the typed box", timeout=30)

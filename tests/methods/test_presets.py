@@ -36,7 +36,7 @@ def test_every_preset_runs_where_it_is_and_registers_with_the_package_trainer():
 
     specs = [e.load() for e in entry_points(group="nerfstudio.method_configs")
              if e.value.startswith("ns_diffusion_methods")]
-    assert len(specs) == 10
+    assert len(specs) == 12
     for spec in specs:
         assert isinstance(spec.config, DiffusionTrainerConfig), spec.config.method_name
         assert spec.config.machine.device_type == default_device_type()

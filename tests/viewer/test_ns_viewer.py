@@ -66,6 +66,7 @@ RUNS: Dict[str, Run] = {
     "mald-nerf-small": Run("object_removal_capture", [*MALD_NERF_TINY, "pipeline.inpainter:opencv"],
                            iterations=2),
     "ssdnerf-small": Run("objects_dataset", SSDNERF_TINY, iterations=2, dataparser=["srn-data"]),
+    "ssdnerf-uncond-small": Run("objects_dataset", SSDNERF_TINY, iterations=2, dataparser=["srn-data"]),
     "renderdiffusion-small": Run("objects_dataset",
                                  [*RENDERDIFFUSION_TINY, "--pipeline.model.encoder.triplane-resolution", "32"],
                                  iterations=2, dataparser=["srn-data"]),

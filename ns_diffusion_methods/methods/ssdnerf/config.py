@@ -7,17 +7,23 @@
 8 objects x 256 rays, K_in 8, then 4 after 100 iterations, then 2 after 500 (the paper's schedule shape, compressed),
 2000 iterations; at test time DDIM 25 steps with 1024 rays per step, and the paper's fine-tuning (25 x 4 for 1 view,
 50 x 4 for 2 views). It is meant for the synthetic ``objects`` data (``ns-diffusion-synth objects``), 32 px.
+
+``ssdnerf-uncond`` is the paper's unconditional generation model (``ssdnerf_cars_uncond``): the same code and sizes
+with the U-Net's dropout off, 1M iterations and its schedules (K_in 16 -> 4 at 2k -> 2 at 100k; loss normaliser
+frozen at 100k; at 500k the code, decoder and U-Net learning rates and the pixel-loss and regulariser weights halve).
+``ssdnerf-uncond-small`` is that with the ``ssdnerf-small`` sizes and the milestones compressed to 2000 iterations.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Dict, Tuple
 
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 
 from ns_diffusion_methods.data.multi_object import MultiObjectDataManagerConfig
 from ns_diffusion_methods.data.srn_dataparser import SRNDataParserConfig
+from ns_diffusion_methods.engine.schedulers import WarmupStepSchedulerConfig
 from ns_diffusion_methods.methods.presets import method, small, trainer_config
 from ns_diffusion_methods.methods.ssdnerf.diffusion import CodeUNetConfig
 from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModelConfig
@@ -26,27 +32,23 @@ from ns_diffusion_methods.methods.ssdnerf.trainer import SSDNeRFTrainerConfig
 from ns_diffusion_methods.triplane.rendering import BoxVolumeRendererConfig
 
 
-def _optimizers(decoder_lr: float, diffusion_lr: float, warmup_steps: int) -> dict:
-    """Adam for the decoder and the U-Net, with the paper's linear warm-up from 0.1 % and a constant rate after."""
+def _optimizers(decoder_lr: float, diffusion_lr: float, warmup_steps: int, halve_at: Tuple[int, ...] = ()) -> dict:
+    """Adam for the decoder and the U-Net, with the paper's linear warm-up from 0.1 %, then a constant rate, halved at
+    each of ``halve_at`` (paper uncond: 500k; recons: none)."""
     def group(lr: float) -> dict:
         return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-8),
-                "scheduler": ExponentialDecaySchedulerConfig(lr_pre_warmup=lr * 1e-3, warmup_steps=warmup_steps,
-                                                             ramp="linear", lr_final=lr)}
+                "scheduler": WarmupStepSchedulerConfig(warmup_steps=warmup_steps, warmup_ratio=1e-3,
+                                                       milestones=halve_at, gamma=0.5)}
     return {"decoder": group(decoder_lr), "diffusion": group(diffusion_lr)}
 
 
-def ssdnerf_config() -> SSDNeRFTrainerConfig:
-    """The paper's settings (SRN cars, 1-view reconstruction model)."""
+def _paper_trainer(method_name: str, pipeline: SSDNeRFPipelineConfig, optimizers: dict,
+                   max_num_iterations: int) -> SSDNeRFTrainerConfig:
+    """The trainer settings both paper presets share (checkpoint, evaluation and logging intervals)."""
     return trainer_config(
-        "ssdnerf",
-        SSDNeRFPipelineConfig(
-            datamanager=MultiObjectDataManagerConfig(dataparser=SRNDataParserConfig(), mode="rays",
-                                                     objects_per_batch=16, rays_per_object=4096),
-            model=SSDNeRFModelConfig(),
-        ),
-        _optimizers(decoder_lr=1e-3, diffusion_lr=1e-4, warmup_steps=500),
+        method_name, pipeline, optimizers,
         config_class=SSDNeRFTrainerConfig,
-        max_num_iterations=80_000,
+        max_num_iterations=max_num_iterations,
         steps_per_save=2000,
         steps_per_eval_batch=500,
         steps_per_eval_image=2000,
@@ -55,9 +57,45 @@ def ssdnerf_config() -> SSDNeRFTrainerConfig:
     )
 
 
-def ssdnerf_small_config() -> SSDNeRFTrainerConfig:
-    """Small sizes for the synthetic ``objects`` data on a CPU (same code as ``ssdnerf``)."""
-    return small(ssdnerf_config(), "ssdnerf-small", {
+def _srn_rays() -> MultiObjectDataManagerConfig:
+    """16 objects x 4096 rays per batch from SRN-layout data (paper)."""
+    return MultiObjectDataManagerConfig(dataparser=SRNDataParserConfig(), mode="rays", objects_per_batch=16,
+                                        rays_per_object=4096)
+
+
+def ssdnerf_config() -> SSDNeRFTrainerConfig:
+    """The paper's settings (SRN cars, 1-view reconstruction model)."""
+    return _paper_trainer(
+        "ssdnerf",
+        SSDNeRFPipelineConfig(datamanager=_srn_rays(), model=SSDNeRFModelConfig()),
+        _optimizers(decoder_lr=1e-3, diffusion_lr=1e-4, warmup_steps=500),
+        max_num_iterations=80_000,
+    )
+
+
+def ssdnerf_uncond_config() -> SSDNeRFTrainerConfig:
+    """The paper's unconditional generation model (``ssdnerf_cars_uncond``); otherwise as ``ssdnerf``."""
+    return _paper_trainer(
+        "ssdnerf-uncond",
+        SSDNeRFPipelineConfig(
+            datamanager=_srn_rays(),
+            model=SSDNeRFModelConfig(unet=CodeUNetConfig(dropout=0.0), freeze_norm_after=100_000,
+                                     pixel_loss_weight=20.0, code_reg_weight=3e-3,
+                                     loss_weight_milestones=(500_000,), loss_weight_gamma=0.5),
+            inner_steps=(16, 4, 2),
+            inner_steps_milestones=(2000, 100_000),
+            code_lr=5e-3,
+            code_lr_milestones=(500_000,),
+            code_lr_gamma=0.5,
+        ),
+        _optimizers(decoder_lr=1e-3, diffusion_lr=1e-4, warmup_steps=500, halve_at=(500_000,)),
+        max_num_iterations=1_000_000,
+    )
+
+
+def _small_sizes() -> Dict[str, Any]:
+    """What ``ssdnerf-small`` changes in ``ssdnerf`` (and ``ssdnerf-uncond-small`` in ``ssdnerf-uncond``)."""
+    return {
         "max_num_iterations": 2000,
         "steps_per_save": 500,
         "steps_per_eval_batch": 100,
@@ -85,7 +123,35 @@ def ssdnerf_small_config() -> SSDNeRFTrainerConfig:
         "pipeline.finetune_inner_steps": 4,
         "pipeline.finetune_lr": (5e-3, 1e-2),
         "optimizers": _optimizers(decoder_lr=1e-3, diffusion_lr=2e-4, warmup_steps=100),
-    }, viewer_rays_per_chunk=1 << 14)
+    }
+
+
+def ssdnerf_small_config() -> SSDNeRFTrainerConfig:
+    """Small sizes for the synthetic ``objects`` data on a CPU (same code as ``ssdnerf``)."""
+    return small(ssdnerf_config(), "ssdnerf-small", _small_sizes(), viewer_rays_per_chunk=1 << 14)
+
+
+def ssdnerf_uncond_small_config() -> SSDNeRFTrainerConfig:
+    """``ssdnerf-uncond`` with the ``ssdnerf-small`` sizes and its milestones compressed to 2000 iterations.
+
+    The paper's 1M iterations map to 2000 with the milestones at the same fractions: 100k (10 %: K_in 4 -> 2, loss
+    normaliser frozen) -> 200, 500k (50 %: code, decoder and U-Net learning rates and the loss weights halve) -> 1000.
+    The first K_in milestone, 2k (0.2 %), would become 4 iterations, too few for the codes' warm start; it stays at
+    ``ssdnerf-small``'s 100, where each of the 64 objects has had ~12 visits of 16 code steps (paper: 2k x 16 / 2458
+    cars ~ 13).
+    """
+    changes = _small_sizes()
+    changes.update({
+        # after "pipeline.model" (the small sizes), which replaces the whole model config
+        "pipeline.model.freeze_norm_after": 200,
+        "pipeline.model.loss_weight_milestones": (1000,),
+        "pipeline.inner_steps": (16, 4, 2),
+        "pipeline.inner_steps_milestones": (100, 200),
+        "pipeline.code_lr": 5e-3,
+        "pipeline.code_lr_milestones": (1000,),
+        "optimizers": _optimizers(decoder_lr=1e-3, diffusion_lr=2e-4, warmup_steps=100, halve_at=(1000,)),
+    })
+    return small(ssdnerf_uncond_config(), "ssdnerf-uncond-small", changes, viewer_rays_per_chunk=1 << 14)
 
 
 ssdnerf = method(ssdnerf_config(), "SSDNeRF (ICCV 2023): per-object triplanes, shared decoder and a diffusion prior "
@@ -93,3 +159,8 @@ ssdnerf = method(ssdnerf_config(), "SSDNeRF (ICCV 2023): per-object triplanes, s
                                    "(ns-diffusion sample ssdnerf). Paper settings.")
 ssdnerf_small = method(ssdnerf_small_config(), "SSDNeRF with small sizes (16x16 codes, tiny U-Net) for the synthetic "
                                                "`objects` data on a CPU.")
+ssdnerf_uncond = method(ssdnerf_uncond_config(), "SSDNeRF unconditional generation model (paper's cars uncond: 1M "
+                                                 "iterations, K_in 16/4/2, halvings at 500k); sample with "
+                                                 "ns-diffusion sample ssdnerf.")
+ssdnerf_uncond_small = method(ssdnerf_uncond_small_config(), "SSDNeRF unconditional generation schedules with small "
+                                                             "sizes for the synthetic `objects` data on a CPU.")

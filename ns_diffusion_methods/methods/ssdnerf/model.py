@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn import Parameter
 
 from ns_diffusion_methods.engine.ema import stylegan_ema_decay, update_ema
+from ns_diffusion_methods.engine.schedulers import step_decay
 from ns_diffusion_methods.errors import DataError
 from ns_diffusion_methods.methods.ssdnerf.diffusion import (
     CodeUNetConfig,
@@ -94,6 +95,12 @@ class SSDNeRFModelConfig(ModelConfig):
     N_v = pixels / 128^2 at every resolution; it equals the number of views only for 128 x 128 images)."""
     code_reg_weight: float = 3e-3
     """L2 regulariser on the activated codes, weight * mean(code^2) (paper: 3e-3)."""
+    loss_weight_milestones: Tuple[int, ...] = ()
+    """Training iterations at which ``pixel_loss_weight`` and ``code_reg_weight`` are both multiplied by
+    ``loss_weight_gamma`` (paper uncond: 500k, i.e. 20 -> 10 and 3e-3 -> 1.5e-3; recons: none). Test-time
+    reconstruction and fine-tuning use the configured weights, as the official test script does."""
+    loss_weight_gamma: float = 0.5
+    """Factor applied to both weights at each of ``loss_weight_milestones`` (paper uncond: 0.5)."""
     ema_kimg: float = 4.0
     """EMA half-life of the decoder and U-Net in thousands of objects seen (paper: 4)."""
     ema_rampup: float = 0.05
@@ -242,26 +249,38 @@ class SSDNeRFModel(Model):
         weight = self.config.diffusion_loss_weight if weight is None else weight
         return loss * weight / self.diffusion_norm
 
-    def rendering_weight(self, num_pixels: Tensor) -> Tensor:
-        """lambda_rend of the official code: ``pixel_loss_weight * 3 * (1 - exp(-0.1 * num_pixels / 128^2))``
-        (``pixels_per_reference_view`` in place of 128^2); saturates with the number of (reference-size) views."""
-        n_v = num_pixels.to(torch.float64) / float(self.config.pixels_per_reference_view)
-        return self.config.pixel_loss_weight * 3.0 * (1.0 - torch.exp(-0.1 * n_v))
+    def loss_weight_scale(self, step: Optional[int] = None) -> float:
+        """Factor on the pixel-loss and regulariser weights at training iteration ``step``: ``loss_weight_gamma`` to
+        the number of ``loss_weight_milestones`` reached (1 for ``step=None``: test time)."""
+        if step is None:
+            return 1.0
+        return step_decay(step, tuple(self.config.loss_weight_milestones), self.config.loss_weight_gamma)
 
-    def rendering_loss(self, rgb: Tensor, target: Tensor, num_pixels: Tensor) -> Tensor:
+    def rendering_weight(self, num_pixels: Tensor, step: Optional[int] = None) -> Tensor:
+        """lambda_rend of the official code: ``pixel_loss_weight * 3 * (1 - exp(-0.1 * num_pixels / 128^2))``
+        (``pixels_per_reference_view`` in place of 128^2); saturates with the number of (reference-size) views.
+        ``step``: the training iteration, for the loss-weight schedule (:meth:`loss_weight_scale`)."""
+        n_v = num_pixels.to(torch.float64) / float(self.config.pixels_per_reference_view)
+        pixel_weight = self.config.pixel_loss_weight * self.loss_weight_scale(step)
+        return pixel_weight * 3.0 * (1.0 - torch.exp(-0.1 * n_v))
+
+    def rendering_loss(self, rgb: Tensor, target: Tensor, num_pixels: Tensor, step: Optional[int] = None) -> Tensor:
         """Per-object rendering loss ``[B]``: mean squared error over rays and channels * :meth:`rendering_weight`.
 
         Args:
             rgb, target: ``[B, N, 3]``.
             num_pixels: ``[B]`` N_v numerator as the official code counts it: the pixels of the views the rays are
                 drawn from (training and fine-tuning: views x H x W), or the rays rendered per step (guidance).
+            step: the training iteration, for the loss-weight schedule (None: the configured weight).
         """
         mse = (rgb - target).square().flatten(1).mean(dim=1)
-        return mse * self.rendering_weight(num_pixels).to(mse)
+        return mse * self.rendering_weight(num_pixels, step).to(mse)
 
-    def code_reg_loss(self, code: Tensor) -> Tensor:
-        """Per-object L2 regulariser ``[B]``: weight * mean(code^2)."""
-        return self.config.code_reg_weight * code.square().flatten(1).mean(dim=1)
+    def code_reg_loss(self, code: Tensor, step: Optional[int] = None) -> Tensor:
+        """Per-object L2 regulariser ``[B]``: weight * mean(code^2); ``step``: the training iteration, for the
+        loss-weight schedule (None: the configured weight)."""
+        weight = self.config.code_reg_weight * self.loss_weight_scale(step)
+        return weight * code.square().flatten(1).mean(dim=1)
 
     # ------------------------------------------------------------------ rendering
     def render_rays(self, code: Tensor, origins: Tensor, directions: Tensor, decoder: Optional[nn.Module] = None,

@@ -26,6 +26,7 @@ from torch.cuda.amp.grad_scaler import GradScaler
 
 from ns_diffusion_methods.data.multi_object import MultiObjectDataManager, MultiObjectDataManagerConfig
 from ns_diffusion_methods.engine.pipeline import DiffusionPipeline
+from ns_diffusion_methods.engine.schedulers import step_decay
 from ns_diffusion_methods.errors import DataError, UserFacingError
 from ns_diffusion_methods.methods.ssdnerf.checkpoints import streamed_code_state
 from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModel, SSDNeRFModelConfig
@@ -54,7 +55,12 @@ class SSDNeRFPipelineConfig(VanillaPipelineConfig):
     inner_steps_milestones: Tuple[int, ...] = (2000,)
     """Iterations at which K_in moves to the next value of ``inner_steps`` (paper: 2k)."""
     code_lr: float = 1e-2
-    """Learning rate of the per-object code Adams (paper recons: 1e-2)."""
+    """Learning rate of the per-object code Adams (paper recons: 1e-2; uncond: 5e-3)."""
+    code_lr_milestones: Tuple[int, ...] = ()
+    """Iterations at which the code learning rate is multiplied by ``code_lr_gamma`` (paper uncond: 500k, i.e.
+    5e-3 -> 2.5e-3; recons: none)."""
+    code_lr_gamma: float = 0.5
+    """Factor applied to the code learning rate at each of ``code_lr_milestones`` (paper uncond: 0.5)."""
     code_betas: Tuple[float, float] = (0.9, 0.999)
     """Adam betas of the codes."""
     checkpoint_moments: Literal["bfloat16", "float32"] = "bfloat16"
@@ -107,6 +113,11 @@ class SSDNeRFPipelineConfig(VanillaPipelineConfig):
     """Seed of the test-time noise and ray order."""
     eval_lpips: bool = True
     """Score LPIPS (VGG) where its weights are available."""
+
+    def code_lr_at(self, step: int) -> float:
+        """The per-object code Adams' learning rate at training iteration ``step``: ``code_lr`` x ``code_lr_gamma``
+        per milestone of ``code_lr_milestones`` reached."""
+        return self.code_lr * step_decay(step, tuple(self.code_lr_milestones), self.code_lr_gamma)
 
 
 class SSDNeRFPipeline(DiffusionPipeline):
@@ -162,7 +173,8 @@ class SSDNeRFPipeline(DiffusionPipeline):
                               "_target=SSDNeRFTrainer.")
 
     def train_step(self, step: int, optimizers: Optimizers) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-        """One outer iteration of Algorithm 1 on the next batch of objects; updates the EMAs."""
+        """One outer iteration of Algorithm 1 on the next batch of objects, with the schedules at ``step`` (K_in,
+        code learning rate, loss weights, loss-normaliser freezing); updates the EMAs."""
         cfg = self.config
         first_rays, first_batch = self.datamanager.next_train(step)
         objects = first_batch["object_indices"]
@@ -178,9 +190,9 @@ class SSDNeRFPipeline(DiffusionPipeline):
         k_in = inner_steps_at(step, cfg.inner_steps, cfg.inner_steps_milestones)
         freeze_after = self.model.config.freeze_norm_after
         losses, metrics = single_stage_step(
-            self.model, objects, ray_batches, k_in, cfg.code_lr,
+            self.model, objects, ray_batches, k_in, cfg.code_lr_at(step),
             diffusion_optimizer=optimizers.optimizers["diffusion"], decoder_optimizer=optimizers.optimizers["decoder"],
-            code_betas=cfg.code_betas, update_norm=freeze_after < 0 or step < freeze_after)
+            code_betas=cfg.code_betas, update_norm=freeze_after < 0 or step < freeze_after, step=step)
         metrics["ema_beta"] = torch.tensor(self.model.update_ema(step, len(objects)))
         return losses, metrics
 
@@ -194,7 +206,7 @@ class SSDNeRFPipeline(DiffusionPipeline):
         ray_batch = RayBatch.from_datamanager(rays, batch, self.pixels_per_view)
         code = self.model.activate(self.model.codes_pre[objects.to(self.model.codes_pre.device)])
         out = self.model.render_rays(code, ray_batch.origins, ray_batch.directions, decoder=self.model.eval_decoder)
-        loss = self.model.rendering_loss(out["rgb"], ray_batch.target, ray_batch.num_pixels).mean()
+        loss = self.model.rendering_loss(out["rgb"], ray_batch.target, ray_batch.num_pixels, step=step).mean()
         mse = (out["rgb"] - ray_batch.target).square().mean()
         self.train()
         return out, {"rendering_loss": loss}, {"psnr": psnr_from_mse(mse)}

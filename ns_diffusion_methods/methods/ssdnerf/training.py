@@ -22,6 +22,7 @@ import torch
 from nerfstudio.cameras.rays import RayBundle
 from torch import Tensor
 
+from ns_diffusion_methods.engine.schedulers import milestones_passed
 from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModel
 from ns_diffusion_methods.metrics.image import psnr_from_mse
 
@@ -56,7 +57,7 @@ def inner_steps_at(step: int, values: Tuple[int, ...], milestones: Tuple[int, ..
     if len(values) != len(milestones) + 1:
         raise ValueError(f"`inner_steps` needs one more value than `inner_steps_milestones`, but got {values} and "
                          f"{milestones}.")
-    return values[sum(step >= m for m in milestones)]
+    return values[milestones_passed(step, milestones)]
 
 
 def single_stage_step(
@@ -72,6 +73,7 @@ def single_stage_step(
     noise: Optional[Tensor] = None,
     update_norm: bool = True,
     perturb: bool = True,
+    step: Optional[int] = None,
 ) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
     """One outer iteration of Algorithm 1 on objects ``object_indices``.
 
@@ -86,6 +88,8 @@ def single_stage_step(
         timesteps, noise: diffusion timesteps ``[B]`` and noise ``[B, 3C, R, R]`` (default random).
         update_norm: update the diffusion-loss normalisation EMA with this batch.
         perturb: stratified-sampling jitter.
+        step: the training iteration; picks the rendering and regulariser weights of the model's loss-weight
+            schedule (:meth:`SSDNeRFModel.loss_weight_scale`; None: the configured weights).
 
     Returns:
         ``(loss_dict, metrics_dict)``: the diffusion, rendering (last inner step) and regulariser losses, logged
@@ -116,8 +120,8 @@ def single_stage_step(
         code_pre = code_pre.detach().requires_grad_(True)
         code = model.activate(code_pre)
         out = model.render_rays(code, rays.origins, rays.directions, perturb=perturb)
-        loss_rendering = model.rendering_loss(out["rgb"], rays.target, rays.num_pixels).mean()
-        loss_reg = model.code_reg_loss(code).mean()
+        loss_rendering = model.rendering_loss(out["rgb"], rays.target, rays.num_pixels, step=step).mean()
+        loss_reg = model.code_reg_loss(code, step=step).mean()
         loss = loss_rendering + loss_reg
         if last:
             if decoder_optimizer is not None:
@@ -136,6 +140,8 @@ def single_stage_step(
         metrics = {
             "psnr": psnr_from_mse(mse),
             "k_in": torch.tensor(float(k_in)),
+            "code_lr": torch.tensor(float(code_lr)),
+            "loss_weight_scale": torch.tensor(model.loss_weight_scale(step)),
             "diffusion_norm": model.diffusion_norm.detach().clone().squeeze(),
             "code_rms": model.activate(code_pre).square().mean().sqrt(),
         }

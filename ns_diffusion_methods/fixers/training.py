@@ -12,6 +12,10 @@ The recipe of Difix3D+ (``src/train_difix.py``; paper section 4 where stated):
   bf16 mixed precision on GPU, batch 1, 10k steps, images resized to 576x1024;
 - checkpoints every 1000 steps in the folder layout :meth:`DifixModel.from_pretrained` reads.
 
+Options off by default, for training from random weights (``--model tiny``), where no pretrained VAE reproduces
+images yet: an autoencoder warm-up (``--autoencoder-warmup-steps``), a cosine learning-rate schedule and pair
+augmentations.
+
 Data: a JSON file in the official format, paths relative to the file (:mod:`~ns_diffusion_methods.fixers.curation`
 writes it from a nerfstudio run)::
 
@@ -81,7 +85,9 @@ class FixerTrainingConfig:
     batch_size: int = 1
     """Pairs per step."""
     learning_rate: float = 2e-5
-    """AdamW learning rate (constant)."""
+    """AdamW learning rate (the peak one with a cosine schedule)."""
+    learning_rate_schedule: Literal["constant", "cosine"] = "constant"
+    """constant (Difix's recipe), or cosine: from --learning-rate down to 0 at the last step."""
     adam_betas: Tuple[float, float] = (0.9, 0.999)
     """AdamW betas."""
     weight_decay: float = 1e-2
@@ -90,6 +96,11 @@ class FixerTrainingConfig:
     """AdamW epsilon."""
     max_grad_norm: float = 1.0
     """Gradient clipping (global L2 norm); 0 disables it."""
+    autoencoder_warmup_steps: int = 0
+    """The first this many of --num-steps train on (clean image -> the same clean image) pairs made from the
+    targets (references kept), so that a model from random weights first learns to reproduce images, as the
+    pretrained VAE of SD-Turbo already does; then the real pairs. 0 = off: right for pretrained starting weights
+    (nvidia/difix_ref, stabilityai/sd-turbo), which reproduce images already."""
     l2_loss_mult: float = 1.0
     """Weight of the mean squared error."""
     lpips_loss_mult: float = 1.0
@@ -118,8 +129,21 @@ class FixerTrainingConfig:
     """Interval of the loss log lines."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto = CUDA when available."""
+    augment: Literal["none", "flip", "flip-and-colour"] = "none"
+    """Random changes of each pair (the same for all its views and its target): flip = left-right flip with
+    probability 0.5; flip-and-colour = also a random permutation of the colour channels. More varied pairs when they
+    come from few scenes; none = Difix's recipe."""
     seed: int = 0
-    """Seed of data order, crops and posterior samples."""
+    """Seed of data order, crops, augmentations and posterior samples."""
+
+    def __post_init__(self) -> None:
+        if self.autoencoder_warmup_steps < 0:
+            raise ValueError(f"--autoencoder-warmup-steps must be >= 0 (0 = no warm-up), but got "
+                             f"{self.autoencoder_warmup_steps}.")
+        if self.autoencoder_warmup_steps and self.autoencoder_warmup_steps >= self.num_steps:
+            raise ValueError(f"--autoencoder-warmup-steps {self.autoencoder_warmup_steps} leaves none of --num-steps "
+                             f"{self.num_steps} for the real pairs: the warm-up is the first steps of --num-steps, "
+                             f"so give fewer warm-up steps or more steps.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -326,6 +350,21 @@ class TrainingResult:
     """Per-step training losses."""
 
 
+def augment_pairs(source: Tensor, target: Tensor, mode: str, generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+    """``source`` and ``target`` [B, V, 3, H, W] with each pair flipped left-right (probability 0.5) and, for
+    ``flip-and-colour``, its colour channels permuted at random; all views of a pair change alike."""
+    if mode == "none":
+        return source, target
+    source, target = source.clone(), target.clone()
+    for index in range(source.shape[0]):
+        if torch.rand((), generator=generator) < 0.5:
+            source[index], target[index] = source[index].flip(-1), target[index].flip(-1)
+        if mode == "flip-and-colour":
+            order = torch.randperm(3, generator=generator)
+            source[index], target[index] = source[index][:, order], target[index][:, order]
+    return source, target
+
+
 def _infinite(loader: torch.utils.data.DataLoader) -> Iterator[Dict[str, Tensor]]:
     while True:
         yield from loader
@@ -389,6 +428,10 @@ def train_fixer(config: FixerTrainingConfig, console: Any = None) -> TrainingRes
     parameters = model.trainable_parameters()
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, betas=tuple(config.adam_betas),
                                   weight_decay=config.weight_decay, eps=config.adam_eps)
+    schedule = None
+    if config.learning_rate_schedule == "cosine":
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda done: 0.5 * (1.0 + math.cos(math.pi * min(done, config.num_steps) / config.num_steps)))
     train_set = PairedImages(train_records, config.resolution, model.size_multiple)
     test_set = PairedImages(test_records, config.resolution, model.size_multiple)
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
@@ -396,6 +439,7 @@ def train_fixer(config: FixerTrainingConfig, console: Any = None) -> TrainingRes
                                          generator=torch.Generator().manual_seed(config.seed))
     batches = _infinite(loader)
     posterior_generator = torch.Generator().manual_seed(config.seed + 1)
+    augment_generator = torch.Generator().manual_seed(config.seed + 2)
     output_dir = Path(config.output) if config.output is not None else default_output("train-fixer")
     output_dir.mkdir(parents=True, exist_ok=True)
     log_file = output_dir / "metrics.jsonl"
@@ -422,7 +466,11 @@ def train_fixer(config: FixerTrainingConfig, console: Any = None) -> TrainingRes
         task = progress.add_task("train", total=config.num_steps, loss="")
         for step in range(1, config.num_steps + 1):
             batch = next(batches)
-            source, target = batch["source"].to(device), batch["target"].to(device)
+            warmup = step <= config.autoencoder_warmup_steps
+            source, target = augment_pairs(batch["source"], batch["target"], config.augment, augment_generator)
+            source, target = source.to(device), target.to(device)
+            if warmup:  # autoencoding: the clean image (and its references) in, the same out
+                source = target.clone()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 prediction = model(source, generator=posterior_generator, decode_views="all")
             prediction = prediction.float().flatten(0, 1)  # all views are supervised: [B*V, 3, H, W]
@@ -439,9 +487,15 @@ def train_fixer(config: FixerTrainingConfig, console: Any = None) -> TrainingRes
             total.backward()
             if config.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            learning_rate = optimizer.param_groups[0]["lr"]
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
 
-            entry = {"step": step, "loss": total.item(), **{k: v.item() for k, v in losses.items()}}
+            entry = {"step": step, "loss": total.item(), **{k: v.item() for k, v in losses.items()},
+                     "lr": learning_rate}
+            if config.autoencoder_warmup_steps:
+                entry["warmup"] = float(warmup)
             result.losses.append(entry)
             progress.update(task, advance=1, loss=f"loss {entry['loss']:.4f}")
             if config.steps_per_log and step % config.steps_per_log == 0:

@@ -10,7 +10,9 @@ cameras on the opposite arc), with every image that is scored kept out of everyt
    training image as reference. ``ns-diffusion train-fixer``'s code
    (:func:`~ns_diffusion_methods.fixers.training.train_fixer`) then trains a Difix of the ``tiny`` architecture from
    random weights on the fixer scenes' pairs (L2 loss: the VGG weights of LPIPS and the Gram loss are not available
-   offline). Its gain on the validation scenes' pairs (fixed vs unfixed PSNR) is reported.
+   offline), the definition's ``fixer`` settings starting with an autoencoder warm-up (clean image -> itself), the
+   from-scratch stand-in for SD-Turbo's pretrained VAE. Its gain on the validation scenes' pairs (fixed vs unfixed
+   PSNR) is reported.
 2. **Test scenes** (``test_seeds``, disjoint from the fixer's): as ``difix3d-sparse-views`` (``benchmark.py``), the
    base trains ``base_iterations`` steps, then from that checkpoint the base and the difix3d method each train
    ``fix_iterations`` more (same total). ``ns-eval`` scores ``rgb`` on the evaluation views, and for the difix3d runs

@@ -77,26 +77,40 @@ def _train(method: str, capture: Path, folder: Path, entry: Dict[str, Any], iter
 
 
 @contextmanager
-def _timed_training_loop() -> Iterator[Dict[str, float]]:
+def timed_method(owner: Any, name: str) -> Iterator[Dict[str, float]]:
+    """Accumulate the wall time of every call of ``owner.name`` while the context is open: ``seconds`` in all and
+    ``calls``, the calls that returned something other than False (a pseudo-view round that did no work returns
+    False). The wrapper keeps the method's signature (nerfstudio checks a callback's ``step`` argument)."""
+    import functools
+
+    timing = {"seconds": 0.0, "calls": 0}
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        result = None
+        try:
+            result = original(*args, **kwargs)
+            return result
+        finally:
+            if result is not False:
+                timing["seconds"] += time.perf_counter() - start
+                timing["calls"] += 1
+
+    setattr(owner, name, timed)
+    try:
+        yield timing
+    finally:
+        setattr(owner, name, original)
+
+
+def _timed_training_loop():
     """Measure ``Trainer.train`` (every iteration, pseudo-view round and checkpoint save; not the setup: process
     start, data loading, the fixer's load), so wall-time ratios compare the training itself."""
     from nerfstudio.engine.trainer import Trainer
 
-    timing = {"seconds": 0.0}
-    original = Trainer.train
-
-    def timed(self: Any) -> None:
-        start = time.perf_counter()
-        try:
-            original(self)
-        finally:
-            timing["seconds"] += time.perf_counter() - start
-
-    Trainer.train = timed  # type: ignore[method-assign]
-    try:
-        yield timing
-    finally:
-        Trainer.train = original  # type: ignore[method-assign]
+    return timed_method(Trainer, "train")
 
 
 def _row(family: str, name: str, iterations: int, results: Dict[str, Any], suffix: str = "", **extra: Any

@@ -17,10 +17,8 @@ fixer ``difix3d-learned`` trains). Quality is not scored here.
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 from rich.console import Console
 
@@ -34,35 +32,13 @@ DEFAULTS: Dict[str, Any] = {
 }
 
 
-@contextmanager
-def timed_rounds() -> Iterator[Dict[str, float]]:
-    """Accumulate the time of every pseudo-view round that did work (``Difix3DPipeline.pseudo_view_round``)."""
-    from ns_diffusion_methods.methods.difix3d.pipeline import Difix3DPipeline
-
-    timing = {"seconds": 0.0, "rounds": 0}
-    original = Difix3DPipeline.pseudo_view_round
-
-    def timed(self: Any, step: int, attributes: Any = None) -> bool:  # nerfstudio checks the callback's `step`
-        start = time.perf_counter()
-        did = original(self, step, attributes)
-        if did:
-            timing["seconds"] += time.perf_counter() - start
-            timing["rounds"] += 1
-        return did
-
-    Difix3DPipeline.pseudo_view_round = timed  # type: ignore[method-assign]
-    try:
-        yield timing
-    finally:
-        Difix3DPipeline.pseudo_view_round = original  # type: ignore[method-assign]
-
-
 def run(spec: Dict[str, Any], output_dir: Path, console: Console) -> List[Dict[str, Any]]:
     """The benchmark's rows: per family, the base and the difix3d run (module docstring)."""
     from ns_diffusion_methods.benchmark.nerfstudio_runs import latest_checkpoint
     from ns_diffusion_methods.benchmark.runner import find_definition, load_definition
-    from ns_diffusion_methods.methods.difix3d.benchmark import _train, has_fixer
+    from ns_diffusion_methods.methods.difix3d.benchmark import _train, has_fixer, timed_method
     from ns_diffusion_methods.methods.difix3d.learned_benchmark import IDENTITY_FLAGS, select_families
+    from ns_diffusion_methods.methods.difix3d.pipeline import Difix3DPipeline
     from ns_diffusion_methods.synthetic import write_sparse_views
 
     params = {**DEFAULTS, **spec.get("params", {})}
@@ -85,7 +61,7 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Console) -> List[Dict[s
                       base_fixer, load_dir=checkpoint_dir)
         console.rule(f"[bold]{family.name}[/bold]: {family.difix_label}, {fix_iterations} more steps, a round "
                      f"every {steps_per_fix}")
-        with timed_rounds() as rounds:
+        with timed_method(Difix3DPipeline, "pseudo_view_round") as rounds:  # rounds that did work
             fixed = _train(family.difix["method"], capture, folder / "difix3d", family.difix, fix_iterations, tiny,
                            load_dir=checkpoint_dir, extra=["--pipeline.steps-per-fix", str(steps_per_fix)])
         rows.append({"family": family.name, "method": family.base_label, "iterations": fix_iterations,
@@ -93,7 +69,7 @@ def run(spec: Dict[str, Any], output_dir: Path, console: Console) -> List[Dict[s
                                                                                     fix_iterations, 1),
                      "wall_ratio": 1.0})
         rows.append({"family": family.name, "method": family.difix_label, "iterations": fix_iterations,
-                     "steps_per_fix": steps_per_fix, "rounds": rounds["rounds"],
+                     "steps_per_fix": steps_per_fix, "rounds": rounds["calls"],
                      "rounds_s": round(rounds["seconds"], 3), "loop_s": round(fixed["seconds"], 3),
                      "ms_per_iteration": round(1e3 * (fixed["seconds"] - rounds["seconds"]) / fix_iterations, 1),
                      "wall_ratio": round(fixed["seconds"] / base["seconds"], 3)})

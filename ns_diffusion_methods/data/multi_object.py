@@ -40,6 +40,7 @@ from torch.nn import Parameter
 
 from ns_diffusion_methods.data.object_images import LazyObjectImages
 from ns_diffusion_methods.data.srn_dataparser import SRNDataParserConfig
+from ns_diffusion_methods.engine.distributed import DistributedContext, Shard
 from ns_diffusion_methods.errors import DataError
 
 
@@ -146,7 +147,12 @@ class MultiObjectDataManager(DataManager):
             self.eval_dataparser_outputs = self.dataparser.get_dataparser_outputs(split=eval_split)
             self.eval_dataset = InMemoryImageDataset(self.eval_dataparser_outputs,
                                                      self.dataparser.images(eval_split, lazy=True))
-        self.generator = torch.Generator().manual_seed(config.seed + 1000 * local_rank)
+        context = DistributedContext.current() if world_size > 1 else DistributedContext()
+        self.object_shard = Shard(self.num_train_objects, context.rank, context.world_size) \
+            if config.mode == "rays" else Shard(self.num_train_objects)
+        """The training objects this process draws its batches from: in ``rays`` mode on several GPUs, every
+        ``world_size``-th object starting at the rank (each rank trains its own objects); all of them otherwise."""
+        self.generator = torch.Generator().manual_seed(config.seed + 1000 * context.rank)
         self._object_order: List[int] = []
         self._image_order: List[int] = []
         super().__init__()
@@ -215,7 +221,7 @@ class MultiObjectDataManager(DataManager):
 
     def get_train_rays_per_batch(self) -> int:
         if self.config.mode == "rays":
-            return min(self.config.objects_per_batch, self.num_train_objects) * self.config.rays_per_object
+            return min(self.config.objects_per_batch, self.object_shard.num_local) * self.config.rays_per_object
         height, width = self.train_images.shape[1:3]
         return self.config.images_per_batch * height * width
 
@@ -270,9 +276,11 @@ class MultiObjectDataManager(DataManager):
 
     # ------------------------------------------------------------------ sampling
     def next_objects(self) -> Tensor:
-        """The next B training objects (a shuffled pass over all objects, then the next pass)."""
-        count = min(self.config.objects_per_batch, self.num_train_objects)
-        return self._take(self._object_order, self.num_train_objects, count)
+        """The next B training objects (a shuffled pass over all objects of :attr:`object_shard`, then the next
+        pass); global object indices."""
+        owned = self.object_shard.items
+        count = min(self.config.objects_per_batch, len(owned))
+        return owned[self._take(self._object_order, len(owned), count)]
 
     def _take(self, order: List[int], total: int, count: int) -> Tensor:
         """Pop ``count`` distinct indices from a shuffled epoch order, refilling it when it runs out.

@@ -38,7 +38,6 @@ import torch
 import tyro
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import comms
-from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from ns_diffusion_methods.compat import enable_for_package_runs
@@ -183,6 +182,18 @@ def _save_streamed(obj: Any, handle) -> None:
                            f"filled: tensors inside objects other than dicts, lists and tuples cannot be streamed.")
 
 
+def contribute_to_checkpoint(obj: Any) -> None:
+    """On a rank that does not write the checkpoint: run every :class:`StreamedTensor` of ``obj`` through its
+    pieces, in the order :func:`atomic_torch_save` writes them on the main rank (dicts in insertion order, lists and
+    tuples in order), so that pieces gathered from all ranks (one collective each) line up."""
+
+    def drain(streamed: StreamedTensor) -> None:
+        for _ in streamed.pieces():
+            pass
+
+    _replace_streamed(obj, drain)
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to ``path`` so that ``path`` is either absent, the old file, or the complete new file.
 
@@ -294,13 +305,20 @@ class DiffusionTrainer(Trainer):
                 self.config.load_step = step
         super()._load_checkpoint()
 
-    @check_main_thread
     def save_checkpoint(self, step: int) -> None:
         """Save pipeline (its ``checkpoint_state_dict()`` if it has one, else ``state_dict()``), optimizers,
-        schedulers and scaler atomically, then prune older checkpoints if asked."""
+        schedulers and scaler atomically, then prune older checkpoints if asked.
+
+        The main process writes. A pipeline whose state is spread over the ranks (``checkpoint_needs_all_ranks``:
+        its streamed tensors gather pieces from every rank) gets ``checkpoint_state_dict()`` called on every rank, and
+        the other ranks hand over their pieces in the order the main process writes them."""
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        if not comms.is_main_process():
+            if getattr(pipeline, "checkpoint_needs_all_ranks", False):
+                contribute_to_checkpoint(pipeline.checkpoint_state_dict())
+            return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
-        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
         checkpoint_state = getattr(pipeline, "checkpoint_state_dict", pipeline.state_dict)
         atomic_torch_save({
             "step": step,

@@ -8,9 +8,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ns_diffusion_methods.dataset_updates.distributed import DistributedContext, run_sharded
 from ns_diffusion_methods.dataset_updates.pseudo_views.state import PseudoViews
 from ns_diffusion_methods.dataset_updates.render import render_camera_outputs
+from ns_diffusion_methods.engine.distributed import DistributedContext, run_sharded
 
 
 @dataclass

@@ -70,6 +70,7 @@ from ns_diffusion_methods.data.checks import require_object_free_views
 from ns_diffusion_methods.dataset_updates import render_camera_outputs, run_sharded
 from ns_diffusion_methods.diffusion.untrained import mark_untrained
 from ns_diffusion_methods.engine.callbacks import BetweenIterationsCallback
+from ns_diffusion_methods.engine.distributed import average_gradients_after_backward
 from ns_diffusion_methods.engine.pipeline import DiffusionPipeline
 from ns_diffusion_methods.errors import DataError
 from ns_diffusion_methods.gan import (
@@ -189,18 +190,6 @@ def _log_learning_rate(optimizers: Any, group: str, step: int) -> None:
                       step=step)
 
 
-def _average_gradients_across_ranks(module: nn.Module, world_size: int) -> None:
-    """Average ``module``'s gradients over the ranks after each backward (it is not wrapped in DDP)."""
-
-    def hook(param: Tensor) -> None:
-        if param.grad is not None:
-            dist.all_reduce(param.grad)
-            param.grad /= world_size
-
-    for param in module.parameters():
-        param.register_post_accumulate_grad_hook(hook)
-
-
 class MaldNerfPipeline(DiffusionPipeline):
     """See the module docstring."""
 
@@ -216,7 +205,7 @@ class MaldNerfPipeline(DiffusionPipeline):
         config.discriminator.patch_size = config.datamanager.mask_patch_size
         self.discriminator: PatchDiscriminator = config.discriminator.setup().to(device)
         if world_size > 1:
-            _average_gradients_across_ranks(self.discriminator, world_size)
+            average_gradients_after_backward(self.discriminator, world_size)
         self._training_only: Dict[str, Any] = {}  # not registered: never in checkpoints
         self._trainer = None
         self._end_step: Optional[int] = None  # the first step this run does not train (set when training starts)

@@ -11,7 +11,9 @@ The model holds everything that is learned or must survive a checkpoint:
 - the EMA of mean(x0^2) that normalises the diffusion loss (c_diff / EMA, paper Eq. 4 text).
 
 The per-object buffers are large (8.7 GB for SRN cars); checkpoints write them in chunks with the moments in bfloat16,
-and loading copies them in chunks (:mod:`ns_diffusion_methods.methods.ssdnerf.checkpoints`).
+and loading copies them in chunks (:mod:`ns_diffusion_methods.methods.ssdnerf.checkpoints`). On several GPUs each
+rank holds only the objects it owns (``shard``: objects ``rank, rank + world_size, ...``, at local rows ``0, 1, ...``;
+:class:`~ns_diffusion_methods.engine.distributed.Shard`); the methods below take global object indices.
 
 The single-stage training step (Algorithm 1, prior gradient caching) is in
 :mod:`ns_diffusion_methods.methods.ssdnerf.training`; the test-time procedures (guided sampling, fine-tuning,
@@ -33,6 +35,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from torch import Tensor, nn
 from torch.nn import Parameter
 
+from ns_diffusion_methods.engine.distributed import Shard, mean_over_ranks
 from ns_diffusion_methods.engine.ema import stylegan_ema_decay, update_ema
 from ns_diffusion_methods.engine.schedulers import step_decay
 from ns_diffusion_methods.errors import DataError
@@ -128,7 +131,12 @@ class SSDNeRFModel(Model):
                             "dataparser with the multi-object datamanager, e.g. `ns-train ssdnerf --data DATA "
                             "srn-data`.")
         self.num_objects = int(metadata["num_objects"])
-        shape = (self.num_objects, 3, cfg.code_channels, cfg.code_resolution, cfg.code_resolution)
+        """Training objects of the whole run (on several GPUs: of all ranks together)."""
+        self.shard: Shard = self.kwargs.get("shard") or Shard(self.num_objects)
+        """The objects whose codes and Adam states this process holds (all of them in one process)."""
+        if self.shard.num_items != self.num_objects:
+            raise ValueError(f"shard of {self.shard.num_items} objects for a dataset of {self.num_objects}")
+        shape = (self.shard.num_local, 3, cfg.code_channels, cfg.code_resolution, cfg.code_resolution)
         # the per-object buffers (3 x 1.2 MB per object at 128 px: 8.7 GB for SRN cars) are made on the run's device
         # directly, so a GPU run never holds them in host memory on the way
         device = torch.device(self.kwargs.get("device") or "cpu")
@@ -136,7 +144,7 @@ class SSDNeRFModel(Model):
         self.register_buffer("codes_pre", codes)
         self.register_buffer("code_exp_avg", torch.zeros(shape, device=device))
         self.register_buffer("code_exp_avg_sq", torch.zeros(shape, device=device))
-        self.register_buffer("code_steps", torch.zeros(self.num_objects, dtype=torch.long, device=device))
+        self.register_buffer("code_steps", torch.zeros(self.shard.num_local, dtype=torch.long, device=device))
         self.register_buffer("diffusion_norm", torch.ones(1))
 
         self.decoder = TriplaneMLPDecoder(cfg.code_channels, cfg.decoder_hidden_dim, cfg.sh_degree, reduce="concat")
@@ -187,8 +195,18 @@ class SSDNeRFModel(Model):
         return image.reshape(image.shape[0], *self.code_shape)
 
     def mean_code(self) -> Tensor:
-        """The mean activated code of the training objects, ``[3, C, R, R]`` (the mean-code baseline)."""
+        """The mean activated code of the training objects, ``[3, C, R, R]`` (the mean-code baseline; during
+        training on several GPUs, the mean over this rank's objects)."""
         return self.activate(self.codes_pre).mean(dim=0)
+
+    def code_rows(self, object_indices: Tensor) -> Tensor:
+        """Rows of the per-object buffers holding training objects ``object_indices`` (global indices, owned by this
+        process), on the buffers' device."""
+        return self.shard.local(torch.as_tensor(object_indices).cpu()).to(self.codes_pre.device)
+
+    def object_codes_pre(self, object_indices: Tensor) -> Tensor:
+        """``[B, 3, C, R, R]`` pre-activation codes of training objects ``object_indices`` (a copy)."""
+        return self.codes_pre[self.code_rows(object_indices)]
 
     @torch.no_grad()
     def code_adam_step(self, object_indices: Tensor, grad: Tensor, lr: float,
@@ -197,14 +215,14 @@ class SSDNeRFModel(Model):
         with per-object step counts for the bias correction).
 
         Args:
-            object_indices: ``[B]`` distinct training objects.
+            object_indices: ``[B]`` distinct training objects (global indices, owned by this process).
             grad: ``[B, 3, C, R, R]`` gradient w.r.t. their ``codes_pre``.
             lr: learning rate.
 
         Returns:
             The updated ``codes_pre`` of these objects (also written to the buffer).
         """
-        idx = object_indices.to(self.codes_pre.device)
+        idx = self.code_rows(object_indices)
         beta1, beta2 = betas
         steps = self.code_steps[idx] + 1
         exp_avg = self.code_exp_avg[idx].mul_(beta1).add_(grad, alpha=1 - beta1)
@@ -233,13 +251,16 @@ class SSDNeRFModel(Model):
             t: ``[B]`` timesteps (default: uniform).
             noise: ``[B, 3C, R, R]`` (default: standard normal).
             unet: the denoiser (default: the trained U-Net).
-            update_norm: update the EMA of mean(x0^2) with this batch first (training only).
+            update_norm: update the EMA of mean(x0^2) with this batch first (training only; on several GPUs every
+                rank must call it together: the batch mean is averaged over the ranks).
         """
         x0 = self.code_to_image(code)
         if update_norm:
             with torch.no_grad():
                 m = self.config.diffusion_norm_momentum
-                self.diffusion_norm.mul_(1 - m).add_(m * x0.detach().square().mean())
+                # on several GPUs, the mean over every rank's batch (all ranks keep the same normaliser)
+                batch_mean = mean_over_ranks(x0.detach().square().mean(), self.shard.world_size)
+                self.diffusion_norm.mul_(1 - m).add_(m * batch_mean)
         if t is None:
             t = torch.randint(0, self.config.num_timesteps, (x0.shape[0],), device=x0.device)
         if noise is None:
@@ -334,7 +355,9 @@ class SSDNeRFModel(Model):
         if self.display_code is not None:
             return self.display_code.to(self.codes_pre)
         index = min(max(int(self.active_object), 0), self.num_objects - 1)
-        return self.activate(self.codes_pre[index])
+        if not self.shard.owns(index):  # training on several GPUs: the nearest object of this rank
+            index = max(index - (index - self.shard.rank) % self.shard.world_size, self.shard.rank)
+        return self.activate(self.object_codes_pre(torch.tensor([index]))[0])
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
         """Render the shown code (a training object chosen in the viewer, or a reconstruction) along the rays."""

@@ -9,6 +9,11 @@
 - The viewer gets a "Training object" slider choosing the object it renders.
 - :meth:`SSDNeRFPipeline.checkpoint_state_dict` (what the package's trainer saves) writes the per-object buffers in
   chunks, with the Adam moments in bfloat16 (:mod:`ns_diffusion_methods.methods.ssdnerf.checkpoints`).
+- On several GPUs (``ns-train ssdnerf --machine.num-devices N``) each rank trains its own share of the objects
+  (objects ``rank, rank + N, ...``: their codes and Adam states live only there), the decoder and U-Net start from
+  rank 0's weights and average their gradients over the ranks, and checkpoints gather every rank's codes into the
+  usual single file on rank 0, so ``--load-dir`` resumes with any number of devices. N ranks with B objects per
+  batch train as one process with N x B objects.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerSlider
 from torch.cuda.amp.grad_scaler import GradScaler
 
+from ns_diffusion_methods.compat import enable_for_package_runs
 from ns_diffusion_methods.data.multi_object import MultiObjectDataManager, MultiObjectDataManagerConfig
+from ns_diffusion_methods.engine.distributed import broadcast_module, is_distributed
 from ns_diffusion_methods.engine.pipeline import DiffusionPipeline
 from ns_diffusion_methods.engine.schedulers import step_decay
 from ns_diffusion_methods.errors import DataError, UserFacingError
@@ -47,7 +54,8 @@ class SSDNeRFPipelineConfig(VanillaPipelineConfig):
     _target: Type = field(default_factory=lambda: SSDNeRFPipeline)
     datamanager: MultiObjectDataManagerConfig = field(default_factory=lambda: MultiObjectDataManagerConfig(
         mode="rays", objects_per_batch=16, rays_per_object=4096))
-    """Batches of B objects x R rays (paper: 16 x 4096)."""
+    """Batches of B objects x R rays (paper: 16 x 4096). B is per device: on N devices, B = 16 / N keeps the paper's
+    batch."""
     model: SSDNeRFModelConfig = field(default_factory=SSDNeRFModelConfig)
     """Codes, decoder, diffusion prior."""
     inner_steps: Tuple[int, ...] = (16, 4)
@@ -130,16 +138,46 @@ class SSDNeRFPipeline(DiffusionPipeline):
     def __init__(self, config: SSDNeRFPipelineConfig, device: str,
                  test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
                  grad_scaler: Optional[GradScaler] = None):
-        if world_size > 1:
-            raise UserFacingError(f"ssdnerf trains in a single process (the per-object codes and their Adam states "
-                                  f"live outside DDP), but world size is {world_size}. Use --machine.num-devices 1.")
+        enable_for_package_runs()
         if config.datamanager.mode != "rays":
             raise UserFacingError("ssdnerf needs `--pipeline.datamanager.mode rays` (batches of objects x rays).")
-        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        # VanillaPipeline's set-up, with the objects sharded over the ranks and no DDP wrapper (Algorithm 1 calls the
+        # model's losses directly; the gradients are averaged in `single_stage_step`)
+        torch.nn.Module.__init__(self)
+        self.config = config
+        self.test_mode = test_mode
+        self.world_size = world_size
+        self.datamanager = config.datamanager.setup(device=device, test_mode=test_mode, world_size=world_size,
+                                                    local_rank=local_rank)
+        self.datamanager.to(device)
+        assert self.datamanager.train_dataset is not None, "Missing input dataset"
+        shard = self.datamanager.object_shard
+        if is_distributed(world_size):
+            smallest = shard.num_items // shard.world_size
+            batch = config.datamanager.objects_per_batch
+            if smallest < batch:
+                raise UserFacingError(
+                    f"ssdnerf on {world_size} devices trains each device on its own share of the "
+                    f"{shard.num_items} training objects, at least {smallest} each, but batches have "
+                    f"{batch} objects per device. Lower --pipeline.datamanager.objects-per-batch to {smallest} or "
+                    f"less, or train on fewer devices.")
+        self._model = config.model.setup(scene_box=self.datamanager.train_dataset.scene_box,
+                                         num_train_data=len(self.datamanager.train_dataset),
+                                         metadata=self.datamanager.train_dataset.metadata, device=device,
+                                         grad_scaler=grad_scaler, shard=shard)
+        self.model.to(device)
+        if is_distributed(world_size):  # nerfstudio seeds every rank differently: start from rank 0's networks
+            for module in (self.model.decoder, self.model.unet, self.model.decoder_ema, self.model.unet_ema):
+                broadcast_module(module)
+            torch.distributed.broadcast(self.model.diffusion_norm, 0)
         num_objects = self.model.num_objects
+        hint = "Which training object the viewer renders."
+        if shard.world_size > 1:
+            hint += (f" While training on {shard.world_size} devices it shows the first device's objects (every "
+                     f"{shard.world_size}th: the nearest one below the chosen object).")
         self.viewer_object = ViewerSlider(name="Training object", default_value=0, min_value=0,
                                           max_value=max(num_objects - 1, 1), step=1, cb_hook=self._show_object,
-                                          hint="Which training object the viewer renders.")
+                                          hint=hint)
         self._eval_image_count = 0
 
     @property
@@ -157,10 +195,18 @@ class SSDNeRFPipeline(DiffusionPipeline):
         return int(height) * int(width)
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_needs_all_ranks(self) -> bool:
+        """Whether the trainer must call :meth:`checkpoint_state_dict` on every rank (the codes are sharded)."""
+        return self.model.shard.world_size > 1
+
     def checkpoint_state_dict(self) -> Dict[str, Any]:
         """``state_dict()`` with the per-object buffers replaced by chunked writers (codes float32, moments in
         ``checkpoint_moments``), for the package's trainer (:func:`~ns_diffusion_methods.engine.trainer.
-        atomic_torch_save`). The file it makes loads like any checkpoint (``load_state_dict``, ``ns-eval``)."""
+        atomic_torch_save`). The file it makes loads like any checkpoint (``load_state_dict``, ``ns-eval``).
+
+        On several GPUs every rank calls it (:attr:`checkpoint_needs_all_ranks`): the writers gather every rank's
+        objects chunk by chunk into rank 0's file, in the global object order."""
         state = self.state_dict()
         state.update(streamed_code_state(self.model, "_model.", self.config.checkpoint_moments,
                                          self.config.checkpoint_chunk_objects))
@@ -192,8 +238,10 @@ class SSDNeRFPipeline(DiffusionPipeline):
         losses, metrics = single_stage_step(
             self.model, objects, ray_batches, k_in, cfg.code_lr_at(step),
             diffusion_optimizer=optimizers.optimizers["diffusion"], decoder_optimizer=optimizers.optimizers["decoder"],
-            code_betas=cfg.code_betas, update_norm=freeze_after < 0 or step < freeze_after, step=step)
-        metrics["ema_beta"] = torch.tensor(self.model.update_ema(step, len(objects)))
+            code_betas=cfg.code_betas, update_norm=freeze_after < 0 or step < freeze_after, step=step,
+            world_size=self.world_size)
+        # the EMA's half-life counts the objects seen by all ranks
+        metrics["ema_beta"] = torch.tensor(self.model.update_ema(step, len(objects) * self.world_size))
         return losses, metrics
 
     # ------------------------------------------------------------------ evaluation during training
@@ -204,7 +252,7 @@ class SSDNeRFPipeline(DiffusionPipeline):
         objects = self.datamanager.next_objects()
         rays, batch = self.datamanager.sample_rays(objects, self.datamanager.config.rays_per_object)
         ray_batch = RayBatch.from_datamanager(rays, batch, self.pixels_per_view)
-        code = self.model.activate(self.model.codes_pre[objects.to(self.model.codes_pre.device)])
+        code = self.model.activate(self.model.object_codes_pre(objects))
         out = self.model.render_rays(code, ray_batch.origins, ray_batch.directions, decoder=self.model.eval_decoder)
         loss = self.model.rendering_loss(out["rgb"], ray_batch.target, ray_batch.num_pixels, step=step).mean()
         mse = (out["rgb"] - ray_batch.target).square().mean()
@@ -215,11 +263,12 @@ class SSDNeRFPipeline(DiffusionPipeline):
     def get_eval_image_metrics_and_images(self, step: int):
         """A full view of a training object rendered from its code (cycling through objects and views)."""
         self.eval()
-        obj = self._eval_image_count % self.model.num_objects
+        owned = self.model.shard.items  # this process's objects (all of them in one process)
+        obj = int(owned[self._eval_image_count % len(owned)])
         views = self.datamanager.train_object(obj)
-        view = (self._eval_image_count // self.model.num_objects) % views.images.shape[0]
+        view = (self._eval_image_count // len(owned)) % views.images.shape[0]
         self._eval_image_count += 1
-        code = self.model.activate(self.model.codes_pre[obj])
+        code = self.model.activate(self.model.object_codes_pre(torch.tensor([obj]))[0])
         render = render_views(self.model, code, views.cameras[view:view + 1])[0]
         outputs = {"rgb": render, "accumulation": torch.ones_like(render[..., :1])}
         metrics, images = self.model.get_image_metrics_and_images(outputs, {"image": views.images[view]})

@@ -11,6 +11,10 @@ Per outer iteration, for a batch of B objects:
 
 The prior gradient is computed once per outer iteration and re-used by every inner step; with K_in = 1 this is the
 same update as back-propagating diffusion and rendering losses together (tested).
+
+On several GPUs every rank runs the step on its own objects: the U-Net's and the decoder's gradients are averaged over
+the ranks before their optimisers step, and each rank's code gradients are divided by the number of ranks, so that N
+ranks with B objects each make the same update as one process with all N x B objects (tested with two processes).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from nerfstudio.cameras.rays import RayBundle
 from torch import Tensor
 
+from ns_diffusion_methods.engine.distributed import average_gradients
 from ns_diffusion_methods.engine.schedulers import milestones_passed
 from ns_diffusion_methods.methods.ssdnerf.model import SSDNeRFModel
 from ns_diffusion_methods.metrics.image import psnr_from_mse
@@ -74,12 +79,13 @@ def single_stage_step(
     update_norm: bool = True,
     perturb: bool = True,
     step: Optional[int] = None,
+    world_size: int = 1,
 ) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
     """One outer iteration of Algorithm 1 on objects ``object_indices``.
 
     Args:
         model: the SSDNeRF model (its code buffers are updated in place).
-        object_indices: ``[B]`` distinct training objects.
+        object_indices: ``[B]`` distinct training objects (owned by this process).
         ray_batches: ``ray_batches(k)`` returns the rays of inner step k (fresh random rays per step).
         k_in: K_in >= 1 inner code steps; the last also steps the decoder.
         code_lr: learning rate of the per-object code Adams.
@@ -90,6 +96,8 @@ def single_stage_step(
         perturb: stratified-sampling jitter.
         step: the training iteration; picks the rendering and regulariser weights of the model's loss-weight
             schedule (:meth:`SSDNeRFModel.loss_weight_scale`; None: the configured weights).
+        world_size: ranks running this step together, each on its own B objects (every rank must call it): the U-Net's
+            and decoder's gradients are averaged over them, the code gradients divided by ``world_size``.
 
     Returns:
         ``(loss_dict, metrics_dict)``: the diffusion, rendering (last inner step) and regulariser losses, logged
@@ -97,10 +105,11 @@ def single_stage_step(
     """
     if k_in < 1:
         raise ValueError(f"K_in must be >= 1, but is {k_in}.")
-    idx = object_indices.to(model.codes_pre.device)
-
     # 1. Load the codes of the batch (pre-activation, as a leaf).
-    code_pre = model.codes_pre[idx].clone().requires_grad_(True)
+    code_pre = model.object_codes_pre(object_indices).requires_grad_(True)
+    # each rank's losses are means over its own B objects; one process over all N x B would weigh each object's
+    # gradient by 1 / (N B)
+    code_grad_scale = 1.0 / world_size
 
     # 2. Diffusion loss -> U-Net step, and the cached prior gradient on the codes.
     if diffusion_optimizer is not None:
@@ -108,10 +117,12 @@ def single_stage_step(
     loss_diffusion = model.diffusion_loss(model.activate(code_pre), t=timesteps, noise=noise,
                                           update_norm=update_norm).mean()
     loss_diffusion.backward()
+    if world_size > 1:
+        average_gradients(model.unet.parameters(), world_size)
     if diffusion_optimizer is not None:
         diffusion_optimizer.step()
     assert code_pre.grad is not None
-    prior_grad = code_pre.grad.detach().clone()
+    prior_grad = code_pre.grad.detach() * code_grad_scale
 
     # 3.-4. K_in inner code steps: rendering gradient + cached prior gradient; the last also steps the decoder.
     for k in range(k_in):
@@ -131,7 +142,11 @@ def single_stage_step(
         else:
             (code_grad,) = torch.autograd.grad(loss, [code_pre])
         assert code_grad is not None
-        code_pre = model.code_adam_step(idx, code_grad + prior_grad, code_lr, code_betas)
+        if code_grad_scale != 1.0:
+            code_grad = code_grad * code_grad_scale
+        code_pre = model.code_adam_step(object_indices, code_grad + prior_grad, code_lr, code_betas)
+        if last and world_size > 1:
+            average_gradients(model.decoder.parameters(), world_size)
         if last and decoder_optimizer is not None:
             decoder_optimizer.step()
 

@@ -164,19 +164,19 @@ def test_a_failure_in_the_middle_of_the_codes_leaves_the_previous_checkpoint_loa
     model.code_adam_step(torch.tensor([1, 6]), torch.ones(2, *model.code_shape), lr=LR)  # training goes on
 
     chunks_written = []
-    real_chunks = checkpoints._chunks
+    real_chunks = checkpoints.gathered_chunks
 
-    def dying_chunks(buffer, chunk_objects):
-        for chunk in real_chunks(buffer, chunk_objects):
+    def dying_chunks(buffer, shard, chunk_objects):
+        for chunk in real_chunks(buffer, shard, chunk_objects):
             yield chunk
             chunks_written.append(chunk.shape[0])
             if len(chunks_written) == 2:  # the first buffer (codes_pre) half written
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoints, "_chunks", dying_chunks)
+    monkeypatch.setattr(checkpoints, "gathered_chunks", dying_chunks)
     with pytest.raises(KeyboardInterrupt):
         save(model, folder / "step-000000008.ckpt")
-    monkeypatch.setattr(checkpoints, "_chunks", real_chunks)
+    monkeypatch.setattr(checkpoints, "gathered_chunks", real_chunks)
     assert chunks_written == [3, 3]
 
     # the interrupted file never landed; the previous checkpoint is the newest complete one and loads, exactly

@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.cuda.amp.grad_scaler import GradScaler
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ns_diffusion_methods.compat import enable_for_package_runs
 from ns_diffusion_methods.data.multi_object import MultiObjectDataManagerConfig, ObjectViews
 from ns_diffusion_methods.engine.pipeline import DiffusionPipeline
 from ns_diffusion_methods.engine.progress import StepCallback, progress_bars, step_task
@@ -83,27 +84,17 @@ class RenderDiffusionPipeline(DiffusionPipeline):
     def __init__(self, config: RenderDiffusionPipelineConfig, device: str,
                  test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
                  grad_scaler: Optional[GradScaler] = None) -> None:
-        torch.nn.Module.__init__(self)
-        self.config = config
-        self.test_mode = test_mode
+        enable_for_package_runs()  # before the first check: its error shows as an `Error:` line
         if config.datamanager.mode != "images":
             raise DataError(f"RenderDiffusion trains on whole images, but the datamanager's `mode` is "
                             f"{config.datamanager.mode!r}. Set --pipeline.datamanager.mode images.")
-        self.datamanager = config.datamanager.setup(device=device, test_mode=test_mode, world_size=world_size,
-                                                    local_rank=local_rank)
-        self.datamanager.to(device)
-        assert self.datamanager.train_dataset is not None, "Missing input dataset"
+        self._set_up_datamanager(config, device, test_mode, world_size, local_rank)
         height, width = self.datamanager.train_images.shape[1:3]
         if height != width:
             raise DataError(f"RenderDiffusion's U-Net encodes square images into square planes, but the training "
                             f"images of {self.datamanager.get_datapath()} are {height}x{width}. Crop or resize the "
                             f"dataset to square images.")
-        self._model = config.model.setup(scene_box=self.datamanager.train_dataset.scene_box,
-                                         num_train_data=len(self.datamanager.train_dataset),
-                                         metadata=self.datamanager.train_dataset.metadata, device=device,
-                                         grad_scaler=grad_scaler, image_size=height)
-        self.model.to(device)
-        self.world_size = world_size
+        self._set_up_model(device, grad_scaler, image_size=height)
         if world_size > 1:
             self._model = typing.cast(Model, DDP(self._model, device_ids=[local_rank], find_unused_parameters=True))
             dist.barrier(device_ids=[local_rank])

@@ -143,14 +143,7 @@ class SSDNeRFPipeline(DiffusionPipeline):
             raise UserFacingError("ssdnerf needs `--pipeline.datamanager.mode rays` (batches of objects x rays).")
         # VanillaPipeline's set-up, with the objects sharded over the ranks and no DDP wrapper (Algorithm 1 calls the
         # model's losses directly; the gradients are averaged in `single_stage_step`)
-        torch.nn.Module.__init__(self)
-        self.config = config
-        self.test_mode = test_mode
-        self.world_size = world_size
-        self.datamanager = config.datamanager.setup(device=device, test_mode=test_mode, world_size=world_size,
-                                                    local_rank=local_rank)
-        self.datamanager.to(device)
-        assert self.datamanager.train_dataset is not None, "Missing input dataset"
+        self._set_up_datamanager(config, device, test_mode, world_size, local_rank)
         shard = self.datamanager.object_shard
         if is_distributed(world_size):
             smallest = shard.num_items // shard.world_size
@@ -161,11 +154,7 @@ class SSDNeRFPipeline(DiffusionPipeline):
                     f"{shard.num_items} training objects, at least {smallest} each, but batches have "
                     f"{batch} objects per device. Lower --pipeline.datamanager.objects-per-batch to {smallest} or "
                     f"less, or train on fewer devices.")
-        self._model = config.model.setup(scene_box=self.datamanager.train_dataset.scene_box,
-                                         num_train_data=len(self.datamanager.train_dataset),
-                                         metadata=self.datamanager.train_dataset.metadata, device=device,
-                                         grad_scaler=grad_scaler, shard=shard)
-        self.model.to(device)
+        self._set_up_model(device, grad_scaler, shard=shard)
         if is_distributed(world_size):  # nerfstudio seeds every rank differently: start from rank 0's networks
             for module in (self.model.decoder, self.model.unet, self.model.decoder_ema, self.model.unet_ema):
                 broadcast_module(module)

@@ -477,16 +477,16 @@ _SLOW_CODES_WRITER = textwrap.dedent("""
     torch.save({name: getattr(model, name) for name in ("codes_pre", "code_steps")}, folder.parent / "at-step-5.pt")
     model.code_adam_step(torch.arange(40), torch.randn(40, *model.code_shape), lr=0.05)
 
-    real_chunks = checkpoints._chunks
+    real_chunks = checkpoints.gathered_chunks
 
-    def slow_chunks(buffer, chunk_objects):
-        for index, chunk in enumerate(real_chunks(buffer, chunk_objects)):
+    def slow_chunks(buffer, shard, chunk_objects):
+        for index, chunk in enumerate(real_chunks(buffer, shard, chunk_objects)):
             if buffer is model.codes_pre and index == 10:
                 print("in the middle of the codes of step 10", flush=True)
             time.sleep(0.1)
             yield chunk
 
-    checkpoints._chunks = slow_chunks
+    checkpoints.gathered_chunks = slow_chunks
     save(10)
     print("finished writing", flush=True)
 """)

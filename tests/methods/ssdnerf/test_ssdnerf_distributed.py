@@ -241,7 +241,7 @@ def test_two_rank_training_killed_after_a_checkpoint_resumes_on_two_ranks_and_on
     from ns_diffusion_methods.benchmark.nerfstudio_runs import train_run
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    killed = _config(objects_dataset, tmp_path / "killed", 100000, 2)
+    killed = _config(objects_dataset, tmp_path / "killed", 100000, 2, ["--save-only-latest-checkpoint", "False"])
     killed.save_config()
     context = mp.spawn(_train_worker, args=(2, _free_port(), killed, str(tmp_path)), nprocs=2, join=False)
     deadline = time.monotonic() + 240

@@ -176,14 +176,11 @@ class Shard:
 
 
 @torch.no_grad()
-def gathered_chunks(local: Tensor, shard: Shard, chunk_items: int, dtype: torch.dtype | None = None
-                    ) -> Iterator[Tensor]:
+def gathered_chunks(local: Tensor, shard: Shard, chunk_items: int) -> Iterator[Tensor]:
     """The global tensor ``[shard.num_items, ...]`` whose rows live on their owners' ``local`` buffers, chunk by
     chunk of ``chunk_items`` rows: on rank 0 each chunk is complete (the owners' rows summed into zeros, which is
     exact), on other ranks it is only their contribution. Every rank must consume all chunks, in the same order
     (each is one collective); one chunk of extra memory per rank. With one process it yields slices of ``local``.
-
-    ``dtype``: the dtype of the exchange (default ``local``'s; bfloat16 or integer tensors are exchanged as they are).
     """
     if shard.world_size == 1:
         for start in range(0, shard.num_items, chunk_items):
@@ -192,8 +189,8 @@ def gathered_chunks(local: Tensor, shard: Shard, chunk_items: int, dtype: torch.
     owned = shard.items.to(local.device)
     for start in range(0, shard.num_items, chunk_items):
         stop = min(start + chunk_items, shard.num_items)
-        chunk = torch.zeros((stop - start, *local.shape[1:]), dtype=dtype or local.dtype, device=local.device)
+        chunk = torch.zeros((stop - start, *local.shape[1:]), dtype=local.dtype, device=local.device)
         mine = (owned >= start) & (owned < stop)
-        chunk[owned[mine] - start] = local[mine].to(chunk.dtype)
+        chunk[owned[mine] - start] = local[mine]
         dist.reduce(chunk, dst=0)
         yield chunk

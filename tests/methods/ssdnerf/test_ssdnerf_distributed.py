@@ -182,6 +182,16 @@ def test_shard_maps_global_objects_to_local_rows():
     assert [chunk.tolist() for chunk in gathered_chunks(torch.arange(3), one, 2)] == [[0, 1], [2]]
 
 
+def test_a_rank_shows_its_nearest_object_below_the_chosen_one():
+    model = start_of_both(Shard(NUM_OBJECTS, 1, 2))  # owns objects 1 and 3
+    model.active_object = 2  # owned by rank 0: rank 1 shows object 1
+    assert torch.equal(model.shown_code(), model.activate(model.codes_pre[0]))
+    model.active_object = 3
+    assert torch.equal(model.shown_code(), model.activate(model.codes_pre[1]))
+    model.active_object = 0  # nothing of rank 1 lies below: its first object
+    assert torch.equal(model.shown_code(), model.activate(model.codes_pre[0]))
+
+
 # ---------------------------------------------------------------- ns-train ssdnerf-small on two ranks
 
 TINY_FLAGS = [
